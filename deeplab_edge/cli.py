@@ -1,0 +1,66 @@
+"""`deeplab-edge` command line: thin argparse wrappers over library functions.
+
+Each subcommand lives in `deeplab_edge/commands/<name>.py` with `add_arguments(parser)` and
+`run(args) -> int`, imported only when chosen (so `predict` never imports TensorFlow).
+A `UserError` prints as one clear line and exits 2; no traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import UserError
+
+# name -> one-line help. Order is the order of `--help`.
+COMMANDS = {
+    "demo": "the main job: train the edge preset on the built-in dataset, export, verify, benchmark, report",
+    "presets": "list the model presets with parameters and MACs",
+    "data": "make the built-in demo dataset (cached) and print where it is",
+    "train": "train DeepLabV3+ on the built-in dataset or your folder of images and masks",
+    "eval": "evaluate a checkpoint: mIoU, per-class IoU, pixel accuracy",
+    "export": "export a checkpoint to TFLite and ONNX files, each verified against Keras",
+    "predict": "run an exported file on images: mask PNGs and overlays (no TensorFlow needed)",
+    "bench": "latency and accuracy of exported files side by side, with an optional CI budget",
+    "profile": "time per op type and per layer of a .tflite or .onnx file",
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(
+        prog="deeplab-edge",
+        description="DeepLabV3+ from Keras training to TFLite/ONNX on phones and embedded boards.",
+        epilog="Start with `deeplab-edge demo`, or `deeplab-edge COMMAND --help`.",
+    )
+    parser.add_argument("--version", action="version", version=f"deeplab-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser, {name: sub.add_parser(name, help=text, description=text) for name, text in COMMANDS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser, subparsers = build_parser()
+    # Only the chosen command's module is imported (and so only it may import TensorFlow).
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    modules = {}
+    if chosen in COMMANDS:
+        modules[chosen] = importlib.import_module(f"deeplab_edge.commands.{chosen}")
+        modules[chosen].add_arguments(subparsers[chosen])
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

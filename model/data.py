@@ -1,0 +1,219 @@
+"""Folder datasets (PASCAL VOC layout, or images/ + masks/), validation, and the tf.data pipeline.
+
+Label 255 means "ignore" everywhere: in the loss, the metrics and the padding of augmented crops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from deeplab_edge.errors import UserError
+
+IGNORE_LABEL = 255
+# Inputs are normalised as (pixel - mean) / std with pixel in [0, 255]; the runtime reads these
+# from each exported file's metadata.
+MEAN = (127.5, 127.5, 127.5)
+STD = (127.5, 127.5, 127.5)
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    mask: Path
+
+
+@dataclass(frozen=True)
+class FolderDataset:
+    root: Path
+    layout: str
+    class_names: tuple[str, ...]
+    train: tuple[Sample, ...]
+    val: tuple[Sample, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _images_in(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_EXTS and p.is_file()}
+
+
+def _read_split(path: Path) -> list[str] | None:
+    if not path.is_file():
+        return None
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _split(stems: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """Deterministic split by a hash of the stem: stable when files are added or removed."""
+    def bucket(s: str) -> float:
+        return int(hashlib.sha1(s.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    val = [s for s in stems if bucket(s) < val_fraction]
+    train = [s for s in stems if bucket(s) >= val_fraction]
+    if not val and len(train) > 1:
+        val, train = train[:1], train[1:]
+    return train, val
+
+
+def _class_names(root: Path, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    for name in ("class_names.txt", "labels.txt"):
+        p = root / name
+        if p.is_file():
+            names = tuple(line.strip() for line in p.read_text().splitlines() if line.strip())
+            if len(names) < 2:
+                raise UserError(f"{p} lists {len(names)} class name(s); it needs one name per line, at least 2.")
+            return names
+    return default
+
+
+def scan_folder(root: str | Path, *, val_fraction: float = 0.1) -> FolderDataset:
+    """Find image/mask pairs under `root` in VOC or images/ + masks/ layout, without decoding them."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"Dataset folder {root} does not exist. Pass a folder in PASCAL VOC layout "
+                        "(JPEGImages/, SegmentationClass/) or with images/ and masks/ subfolders.")
+    if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():
+        layout, img_dir, mask_dir = "voc", root / "JPEGImages", root / "SegmentationClass"
+        split_dir = root / "ImageSets" / "Segmentation"
+        default_names: tuple[str, ...] | None = VOC_CLASSES
+    elif (root / "images").is_dir() and (root / "masks").is_dir():
+        layout, img_dir, mask_dir, split_dir = "plain", root / "images", root / "masks", root
+        default_names = None
+    else:
+        raise UserError(f"{root} has neither JPEGImages/ + SegmentationClass/ (PASCAL VOC layout) nor "
+                        "images/ + masks/ subfolders. Arrange your data in one of these layouts.")
+    images, masks = _images_in(img_dir), _images_in(mask_dir)
+    train_ids, val_ids = _read_split(split_dir / "train.txt"), _read_split(split_dir / "val.txt")
+    notes = []
+    if train_ids is None:
+        # VOC ships more JPEGs than masks: only images with a mask are segmentation samples.
+        stems = sorted(s for s in images if layout == "plain" or s in masks)
+        train_ids, val_ids = _split(stems, val_fraction)
+        notes.append(f"no split files; deterministic {val_fraction:.0%} hash split")
+    elif val_ids is None:
+        raise UserError(f"{split_dir / 'train.txt'} exists but {split_dir / 'val.txt'} does not; add it.")
+
+    def pairs(ids: list[str]) -> tuple[Sample, ...]:
+        out = []
+        for stem in ids:
+            if stem not in images:
+                raise UserError(f"Image for {stem!r} not found in {img_dir} (listed in a split file).")
+            if stem not in masks:
+                raise UserError(f"Mask for image {images[stem]} not found: expected {mask_dir / (stem + '.png')}.")
+            out.append(Sample(images[stem], masks[stem]))
+        return tuple(out)
+
+    train, val = pairs(train_ids), pairs(val_ids)
+    if not train:
+        raise UserError(f"No training images found in {img_dir}.")
+    names = _class_names(root, default_names)
+    if names is None:
+        raise UserError(f"{root} has no class_names.txt: add one with a class name per line (line 0 = "
+                        "background), so masks can be checked and exported files carry the names.")
+    return FolderDataset(root, layout, names, train, val, tuple(notes))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An RGB uint8 array from any image file; EXIF rotation applied; clear error if unreadable."""
+    from PIL import ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64)
+                return np.repeat((arr / max(arr.max(), 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"Cannot read image {path}: {e}. Replace or remove the file.") from None
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Class indices from a palette or single-channel PNG (label 255 = ignore)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("P", "L"):
+                raise UserError(
+                    f"Mask {path} has mode {im.mode}; masks must be palette (P) or grayscale (L) PNGs holding "
+                    "class indices (255 = ignore). Convert colours to indices first."
+                )
+            return np.asarray(im, dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"Cannot read mask {path}: {e}. Replace or remove the file.") from None
+
+
+def load_arrays(samples, size: tuple[int, int], num_classes: int, *, progress: bool = False):
+    """Decode, check and resize pairs to `size` (image bilinear, mask nearest) -> uint8 arrays."""
+    h, w = size
+    images = np.zeros((len(samples), h, w, 3), np.uint8)
+    masks = np.zeros((len(samples), h, w), np.uint8)
+    it = samples
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(samples, desc="loading", unit="img", leave=False)
+    for i, s in enumerate(it):
+        img, mask = read_image(s.image), read_mask(s.mask)
+        if img.shape[:2] != mask.shape:
+            raise UserError(f"Image {s.image} is {img.shape[1]}x{img.shape[0]} but its mask {s.mask} is "
+                            f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size.")
+        bad = np.unique(mask[(mask >= num_classes) & (mask != IGNORE_LABEL)])
+        if bad.size:
+            raise UserError(f"Mask {s.mask} has label(s) {bad.tolist()} but there are {num_classes} classes "
+                            f"(valid labels 0..{num_classes - 1}, and {IGNORE_LABEL} = ignore).")
+        images[i] = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+        masks[i] = np.asarray(Image.fromarray(mask).resize((w, h), Image.NEAREST))
+    return images, masks
+
+
+def normalize_np(images: np.ndarray) -> np.ndarray:
+    return ((images.astype(np.float32) - np.float32(MEAN)) / np.float32(STD)).astype(np.float32)
+
+
+def make_tf_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int, training: bool,
+                    seed: int = 0, scale_range: tuple[float, float] = (0.75, 1.5)):
+    """tf.data pipeline: random scale, pad (ignore label), random crop, flip, normalise, batch, prefetch."""
+    from ._keras import tf
+
+    h, w = images.shape[1:3]
+    ds = tf.data.Dataset.from_tensor_slices((images, masks))
+    if training:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+
+    def augment(img, mask):
+        img = tf.cast(img, tf.float32)
+        mask = tf.cast(mask[..., None], tf.int32)
+        s = tf.random.uniform([], *scale_range)
+        nh = tf.cast(tf.round(h * s), tf.int32)
+        nw = tf.cast(tf.round(w * s), tf.int32)
+        img = tf.image.resize(img, (nh, nw), method="bilinear")
+        mask = tf.image.resize(mask, (nh, nw), method="nearest")
+        ph, pw = tf.maximum(h - nh, 0), tf.maximum(w - nw, 0)
+        img = tf.pad(img, [[0, ph], [0, pw], [0, 0]], constant_values=MEAN[0])
+        mask = tf.pad(mask - IGNORE_LABEL, [[0, ph], [0, pw], [0, 0]]) + IGNORE_LABEL
+        both = tf.concat([img, tf.cast(mask, tf.float32)], axis=-1)
+        both = tf.image.random_crop(both, (h, w, 4))
+        both = tf.image.random_flip_left_right(both)
+        return both[..., :3], tf.cast(both[..., 3], tf.uint8)
+
+    def finish(img, mask):
+        img = (tf.cast(img, tf.float32) - tf.constant(MEAN)) / tf.constant(STD)
+        return img, tf.cast(mask, tf.int32)
+
+    if training:
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)

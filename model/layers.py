@@ -1,0 +1,98 @@
+"""Conv blocks for DeepLabV3+: Conv-BN-ReLU and atrous separable conv, with native dilation.
+
+Keras' own Conv2D/DepthwiseConv2D lower a dilated conv to SPACE_TO_BATCH_ND + conv +
+BATCH_TO_SPACE_ND, which the TFLite converter keeps as three ops (and which splits the
+XNNPACK partition). The `Atrous*` layers below call the TF ops with their `dilations`
+argument instead, which TFLite maps to one CONV_2D / DEPTHWISE_CONV_2D with a
+dilation factor and tf2onnx to one Conv with `dilations`. Same weights, same math.
+"""
+
+from __future__ import annotations
+
+from ._keras import keras, tf
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.99
+
+
+@keras.utils.register_keras_serializable(package="deeplab_edge")
+class AtrousConv2D(keras.layers.Conv2D):
+    """Conv2D whose dilation reaches the graph as a native op attribute (stride 1 only)."""
+
+    def convolution_op(self, inputs, kernel):
+        if self.strides != (1, 1) or self.dilation_rate == (1, 1):
+            return super().convolution_op(inputs, kernel)
+        return tf.nn.conv2d(
+            inputs, kernel, strides=1, padding=self.padding.upper(), dilations=list(self.dilation_rate)
+        )
+
+
+@keras.utils.register_keras_serializable(package="deeplab_edge")
+class AtrousDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """DepthwiseConv2D with a native dilation attribute (stride 1, no bias/activation path changes)."""
+
+    def call(self, inputs):
+        if self.strides != (1, 1) or self.dilation_rate == (1, 1):
+            return super().call(inputs)
+        out = tf.raw_ops.DepthwiseConv2dNative(
+            input=inputs,
+            filter=self.depthwise_kernel,
+            strides=[1, 1, 1, 1],
+            padding=self.padding.upper(),
+            dilations=[1, *self.dilation_rate, 1],
+        )
+        if self.use_bias:
+            out = tf.nn.bias_add(out, self.bias)
+        if self.activation is not None:
+            out = self.activation(out)
+        return out
+
+
+def folded_kernel(rate: int, feature_hw: tuple[int, int] | None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Kernel size and dilation of a 3x3 atrous conv after exact folding on an HxW map.
+
+    With 'same' zero padding, a tap that is `rate` rows away from the centre falls in the
+    padding for every output position once rate >= H, so that row of taps only ever
+    multiplies zeros and can be dropped; likewise for columns and W.
+    """
+    kh = kw = 3
+    dh = dw = rate
+    if feature_hw is not None and rate > 1:
+        h, w = feature_hw
+        if rate >= h:
+            kh, dh = 1, 1
+        if rate >= w:
+            kw, dw = 1, 1
+    return (kh, kw), (dh, dw)
+
+
+def conv_bn_relu(x, filters: int, kernel_size=1, *, rate: int = 1, name: str, native: bool = True,
+                 feature_hw: tuple[int, int] | None = None):
+    """Conv -> BN -> ReLU. A 3x3 conv with `rate` > 1 is atrous; it is folded when `feature_hw` is given."""
+    dilation = (rate, rate)
+    if kernel_size == 3 and rate > 1:
+        kernel_size, dilation = folded_kernel(rate, feature_hw)
+    conv_cls = AtrousConv2D if native else keras.layers.Conv2D
+    x = conv_cls(filters, kernel_size, padding="same", dilation_rate=dilation, use_bias=False,
+                 name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(epsilon=BN_EPS, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def sep_conv_bn_relu(x, filters: int, *, rate: int = 1, name: str, native: bool = True,
+                     feature_hw: tuple[int, int] | None = None):
+    """Atrous separable conv (DeepLabV3+ paper): depthwise 3x3 with dilation, BN, ReLU, then 1x1, BN, ReLU."""
+    kernel_size, dilation = folded_kernel(rate, feature_hw) if rate > 1 else ((3, 3), (1, 1))
+    dw_cls = AtrousDepthwiseConv2D if native else keras.layers.DepthwiseConv2D
+    x = dw_cls(kernel_size, padding="same", dilation_rate=dilation, use_bias=False, name=f"{name}_dw")(x)
+    x = keras.layers.BatchNormalization(epsilon=BN_EPS, momentum=BN_MOMENTUM, name=f"{name}_dw_bn")(x)
+    x = keras.layers.ReLU(name=f"{name}_dw_relu")(x)
+    x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{name}_pw")(x)
+    x = keras.layers.BatchNormalization(epsilon=BN_EPS, momentum=BN_MOMENTUM, name=f"{name}_pw_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_pw_relu")(x)
+
+
+CUSTOM_OBJECTS = {
+    "AtrousConv2D": AtrousConv2D,
+    "AtrousDepthwiseConv2D": AtrousDepthwiseConv2D,
+}
