@@ -96,3 +96,19 @@ CUSTOM_OBJECTS = {
     "AtrousConv2D": AtrousConv2D,
     "AtrousDepthwiseConv2D": AtrousDepthwiseConv2D,
 }
+
+
+@keras.utils.register_keras_serializable(package="deeplab_edge")
+class ArgmaxHead(keras.layers.Layer):
+    """Label map head for export: argmax over classes inside the model (int32 output)."""
+
+    def call(self, logits):
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+def with_label_head(model: keras.Model) -> keras.Model:
+    """Wrap a logits model so it outputs the (N, H, W) int32 label map instead of full-resolution logits."""
+    return keras.Model(model.input, ArgmaxHead(name="labels")(model.output), name=f"{model.name}_labels")
+
+
+CUSTOM_OBJECTS["ArgmaxHead"] = ArgmaxHead

@@ -1,0 +1,50 @@
+"""Arguments shared by several commands (model config overrides, dataset choice)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_config_args(p: argparse.ArgumentParser, *, default_preset: str = "edge") -> None:
+    g = p.add_argument_group("model (a preset plus overrides; unset flags keep the preset's value)")
+    g.add_argument("--preset", default=default_preset, help=f"preset name (default {default_preset}); "
+                   "see `deeplab-edge presets`")
+    g.add_argument("--backbone", help="backbone: mobilenetv2 or resnet50")
+    g.add_argument("--alpha", type=float, help="MobileNetV2 width multiplier")
+    g.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="input height and width")
+    g.add_argument("--output-stride", type=int, choices=(8, 16), help="backbone output stride")
+    g.add_argument("--width", type=int, help="ASPP and decoder channels")
+    g.add_argument("--atrous-rates", type=int, nargs="+", metavar="R", help="ASPP rates at output stride 16")
+    g.add_argument("--separable", dest="separable", action="store_true", default=None,
+                   help="atrous separable convs in ASPP and decoder")
+    g.add_argument("--no-separable", dest="separable", action="store_false", help="plain 3x3 convs")
+    g.add_argument("--no-fold", dest="fold_atrous", action="store_false", default=None,
+                   help="keep atrous branches whose rate covers the feature map as 3x3 (no exact folding)")
+
+
+def config_from_args(args: argparse.Namespace, num_classes: int | None = None):
+    from deeplab_edge.model.presets import get_preset
+
+    preset = get_preset(args.preset)
+    return preset.config.replace(
+        backbone=args.backbone, alpha=args.alpha,
+        input_size=tuple(args.input_size) if args.input_size else None,
+        output_stride=args.output_stride, width=args.width,
+        atrous_rates=tuple(args.atrous_rates) if args.atrous_rates else None,
+        separable=args.separable, fold_atrous=args.fold_atrous, num_classes=num_classes,
+    )
+
+
+def add_data_arg(p: argparse.ArgumentParser, *, required_hint: str = "") -> None:
+    p.add_argument("--data", metavar="DIR", help="dataset folder (PASCAL VOC layout or images/ + masks/); "
+                   "default: the built-in demo dataset" + required_hint)
+
+
+def open_dataset(path: str | None, *, progress: bool = True):
+    """A FolderDataset: the user's folder, or the built-in demo set (made once, cached)."""
+    from deeplab_edge.model.data import scan_folder
+    from deeplab_edge.model.demo_data import demo_dataset
+
+    if path is None:
+        return scan_folder(demo_dataset(progress=progress))
+    return scan_folder(path)

@@ -1,0 +1,40 @@
+"""`deeplab-edge eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ._common import add_data_arg, open_dataset
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras)")
+    add_data_arg(p)
+    p.add_argument("--split", choices=("val", "train"), default="val")
+    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON to FILE")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deeplab_edge.errors import UserError
+    from deeplab_edge.model.checkpoint import load_checkpoint
+    from deeplab_edge.model.evaluate import evaluate_model
+
+    model, info = load_checkpoint(args.checkpoint)
+    ds = open_dataset(args.data or (info.extra.get("dataset") if info else None))
+    samples = ds.val if args.split == "val" else ds.train
+    if not samples:
+        raise UserError(f"The {args.split} split of {ds.root} is empty.")
+    if model.output_shape[-1] != ds.num_classes:
+        raise UserError(f"The checkpoint predicts {model.output_shape[-1]} classes but {ds.root} has "
+                        f"{ds.num_classes}; evaluate on the dataset it was trained for.")
+    m = evaluate_model(model, samples, ds.class_names, tuple(model.input_shape[1:3]), progress=True)
+    print(f"{args.split}: {len(samples)} images of {ds.root}")
+    print(m.table())
+    if args.json:
+        from deeplab_edge.model.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps({"split": args.split, "images": len(samples),
+                                                       **m.to_dict()}, indent=2))
+    return 0

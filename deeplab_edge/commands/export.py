@@ -1,0 +1,69 @@
+"""`deeplab-edge export`."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_data_arg
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from deeplab_edge.export.formats import FORMATS
+
+    p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras)")
+    p.add_argument("--out", default="exported", help="output folder (default exported/)")
+    p.add_argument("--formats", nargs="+", default=["all"], metavar="FMT",
+                   help=f"formats to write (default all): {', '.join(FORMATS)}")
+    p.add_argument("--name", help="file name stem (default: the checkpoint's preset, or 'model')")
+    add_data_arg(p, required_hint=" or the dataset the checkpoint was trained on")
+    o = p.add_argument_group("format options (refused when no chosen format accepts them)")
+    o.add_argument("--calibration-count", type=int, help="int8: real training images to calibrate on (default 200)")
+    o.add_argument("--io-type", choices=("int8", "uint8", "float32"), help="tflite_int8 input/output type (default int8)")
+    o.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    o.add_argument("--per-channel", dest="per_channel", action="store_true", default=None,
+                   help="onnx_int8 per-channel weights (default on)")
+    o.add_argument("--no-per-channel", dest="per_channel", action="store_false")
+    v = p.add_argument_group("graph and verification")
+    v.add_argument("--head", choices=("logits", "labels"), default="logits",
+                   help="logits: float (N,H,W,C) output; labels: argmax inside the model, (N,H,W) int32")
+    v.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="export at another input size")
+    v.add_argument("--verify-images", type=int, default=100, help="held-out images to verify on (default 100)")
+    v.add_argument("--min-agreement", type=float, default=0.95, help="quantised: min argmax agreement (0-1)")
+    v.add_argument("--max-miou-drop", type=float, default=2.0, help="quantised: max mIoU drop in points")
+    v.add_argument("--threads", type=int, help="interpreter threads for verification")
+    v.add_argument("--allow-fail", action="store_true", help="exit 0 even when a file fails verification")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deeplab_edge.export.formats import check_options, resolve_formats
+
+    options = {"calibration_count": args.calibration_count, "io_type": args.io_type, "opset": args.opset,
+               "per_channel": args.per_channel}
+    chosen = resolve_formats(args.formats)
+    check_options(chosen, options)  # before any heavy import or work
+
+    from deeplab_edge.export.pipeline import DEFAULT_CALIBRATION_COUNT, check_free, export_all
+    from deeplab_edge.export.verify import Thresholds
+
+    from .export_common import calibration_and_verification, load_for_export
+
+    model, info, ds, name = load_for_export(args.checkpoint, args.data, args.name)
+    check_free(args.out, name, chosen, args.force)
+    size = tuple(args.input_size) if args.input_size else tuple(model.input_shape[1:3])
+    calibration, vx, vy = calibration_and_verification(
+        ds, size, chosen, args.calibration_count or DEFAULT_CALIBRATION_COUNT, args.verify_images)
+    report = export_all(model, info, args.out, name=name, formats=[f.name for f in chosen], options=options,
+                        calibration=calibration, verify_images=vx, verify_masks=vy,
+                        thresholds=Thresholds(min_agreement=args.min_agreement, max_miou_drop=args.max_miou_drop),
+                        force=args.force, head=args.head, input_size=tuple(args.input_size) if args.input_size else None,
+                        num_threads=args.threads, progress=lambda m: print(f"[export] {m}", flush=True))
+    print()
+    print(report.table())
+    print(f"\nKeras mIoU on the same {len(vx)} images: {100 * report.model['keras_miou']:.1f}%; "
+          f"manifest: {report.manifest}")
+    failed = [f.format for f in report.files if not f.verification.passed]
+    if failed:
+        print(f"verification FAILED for: {', '.join(failed)}" + (" (allowed by --allow-fail)" if args.allow_fail else ""))
+        return 0 if args.allow_fail else 1
+    return 0

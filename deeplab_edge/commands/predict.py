@@ -1,0 +1,42 @@
+"""`deeplab-edge predict MODEL IMAGES... --out DIR`: mask and overlay PNGs from a .tflite or .onnx file.
+
+TF-free: imports only deeplab_edge.runtime (numpy, Pillow, onnxruntime, ai-edge-litert).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="exported .tflite or .onnx file")
+    parser.add_argument("images", nargs="+", help="image files and/or folders of images")
+    parser.add_argument("--out", required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
+    parser.add_argument("--backend", choices=("tflite", "onnx"), default=None,
+                        help="runtime to use (default: from the file's suffix and content)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: runtime's)")
+    parser.add_argument("--providers", default=None, metavar="LIST",
+                        help="onnxruntime providers in order, e.g. cuda,cpu (CUDA only if available)")
+    parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per inference call")
+    parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="model input size, for files without deeplab-edge metadata")
+    parser.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                        help="normalisation mean on 0..255 pixels, for files without metadata")
+    parser.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                        help="normalisation std on 0..255 pixels, for files without metadata")
+    parser.add_argument("--class-names", default=None, metavar="a,b,c",
+                        help="comma-separated class names (default: the file's, else class_0, class_1, ...)")
+    parser.add_argument("--no-overlay", action="store_true", help="write the masks only")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deeplab_edge.runtime.predict import predict_paths
+
+    summary = predict_paths(
+        args.model, args.images, args.out, backend=args.backend, num_threads=args.threads,
+        providers=args.providers, input_size=args.input_size, mean=args.mean, std=args.std,
+        class_names=args.class_names, batch_size=args.batch_size, overlay=not args.no_overlay,
+    )
+    print(summary.to_text(), file=sys.stdout if summary.ok else sys.stderr)
+    return 0 if summary.ok else 1

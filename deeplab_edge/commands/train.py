@@ -1,0 +1,51 @@
+"""`deeplab-edge train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ._common import add_config_args, add_data_arg, config_from_args, open_dataset
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arg(p)
+    p.add_argument("--out", default="runs/edge", help="run folder: best.keras, last.keras, log.csv, curves.png "
+                   "(default runs/edge)")
+    add_config_args(p)
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=16, help="global batch size")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine decay)")
+    t.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training set")
+    t.add_argument("--max-train-images", type=int, help="use only the first N training images")
+    t.add_argument("--backbone-weights", metavar="FILE", help="local weights file for the backbone "
+                   "(loaded by layer name; nothing is downloaded)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from last.keras")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deeplab_edge.errors import UserError
+    from deeplab_edge.model._keras import KERAS_IMPL
+    from deeplab_edge.model.train import TrainSettings, train
+
+    for flag in ("epochs", "batch_size"):
+        if getattr(args, flag) <= 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be positive; received {getattr(args, flag)}.")
+    ds = open_dataset(args.data)
+    config = config_from_args(args, num_classes=ds.num_classes)
+    print(f"keras: {KERAS_IMPL}")
+    print(f"data: {ds.root} ({ds.layout} layout, {len(ds.train)} train / {len(ds.val)} val, "
+          f"{ds.num_classes} classes)")
+    print(f"model: preset {args.preset}: {json.dumps(config.to_dict())}")
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                             steps_per_epoch=args.steps_per_epoch, max_train_images=args.max_train_images,
+                             seed=args.seed, resume=args.resume, verbose=2 if args.quiet else 1,
+                             backbone_weights=args.backbone_weights)
+    result = train(config, ds, args.out, settings, preset=args.preset)
+    print(f"best validation mIoU {100 * result.best_val_miou:.1f}% -> {result.best_checkpoint}")
+    print(f"{result.epochs_run} epoch(s) in {result.seconds:.0f} s ({result.images_per_second:.1f} img/s); "
+          f"log {result.out_dir / 'log.csv'}, curves {result.out_dir / 'curves.png'}")
+    return 0

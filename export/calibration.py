@@ -1,0 +1,71 @@
+"""One calibration source feeds both TFLite's representative dataset and onnxruntime's reader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from deeplab_edge.errors import UserError
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Normalised float32 NHWC images at the model's input size (real training images)."""
+
+    images: np.ndarray
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or len(self.images) == 0:
+            raise UserError(f"Calibration needs a non-empty (N, H, W, 3) batch; received shape "
+                            f"{self.images.shape} from {self.source}.")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def representative_dataset(self) -> Iterator[list[np.ndarray]]:
+        """For `TFLiteConverter.representative_dataset`: one image per step, batch 1."""
+        for img in self.images:
+            yield [img[None].astype(np.float32)]
+
+    def ort_reader(self, input_name: str) -> _OrtReader:
+        return _OrtReader(self.images, input_name)
+
+
+class _OrtReader:
+    """onnxruntime.quantization CalibrationDataReader protocol: get_next() -> dict | None."""
+
+    def __init__(self, images: np.ndarray, input_name: str):
+        self._images = images
+        self._name = input_name
+        self._i = 0
+
+    def get_next(self) -> dict | None:
+        if self._i >= len(self._images):
+            return None
+        self._i += 1
+        return {self._name: self._images[self._i - 1][None].astype(np.float32)}
+
+    def rewind(self) -> None:
+        self._i = 0
+
+
+def calibration_from_dataset(dataset, size: tuple[int, int], count: int, *, seed: int = 0) -> Calibration:
+    """`count` training images of a FolderDataset, chosen with `seed`, resized and normalised."""
+    from deeplab_edge.model.data import load_arrays, normalize_np
+
+    if count <= 0:
+        raise UserError(f"The calibration count must be positive; received {count}.")
+    available = len(dataset.train)
+    if available == 0:
+        raise UserError(f"The calibration set is empty: {dataset.root} has no training images. "
+                        "Int8 export needs real images; pass --data with a folder of them.")
+    if available < count:
+        raise UserError(f"Asked for {count} calibration images but {dataset.root} has only {available} "
+                        f"training images. Pass --calibration-count {available} or fewer, or add images.")
+    idx = np.random.default_rng(seed).choice(available, size=count, replace=False)
+    samples = [dataset.train[i] for i in sorted(idx)]
+    images, _ = load_arrays(samples, size, dataset.num_classes)
+    return Calibration(normalize_np(images), f"{count} training images of {dataset.root}")

@@ -1,0 +1,83 @@
+"""The table of export formats: name, file suffix, backend, and the options each accepts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deeplab_edge.errors import UserError, did_you_mean
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    suffix: str
+    backend: str  # "tflite" or "onnx": the runtime that loads it
+    precision: str  # fp32, fp16, dynamic, int8
+    options: frozenset[str]
+    description: str
+
+    @property
+    def quantized(self) -> bool:
+        return self.precision in ("dynamic", "int8")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.precision == "int8"
+
+
+FORMATS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat("tflite_fp32", "_fp32.tflite", "tflite", "fp32", frozenset(), "TFLite float32"),
+        ExportFormat("tflite_fp16", "_fp16.tflite", "tflite", "fp16", frozenset(),
+                     "TFLite with float16 weights (dequantised to float32 on CPU, native on GPU delegates)"),
+        ExportFormat("tflite_dynamic", "_dynamic.tflite", "tflite", "dynamic", frozenset(),
+                     "TFLite dynamic-range: int8 weights, float activations"),
+        ExportFormat("tflite_int8", "_int8.tflite", "tflite", "int8", frozenset({"io_type", "calibration_count"}),
+                     "TFLite full-integer: every op int8, calibrated on real images; int8/uint8/float32 I/O"),
+        ExportFormat("onnx_fp32", "_fp32.onnx", "onnx", "fp32", frozenset({"opset"}),
+                     "ONNX float32 (tf2onnx), dynamic batch"),
+        ExportFormat("onnx_int8", "_int8.onnx", "onnx", "int8", frozenset({"opset", "calibration_count", "per_channel"}),
+                     "ONNX int8 QDQ (onnxruntime static quantisation, per-channel weights)"),
+    )
+}
+
+OPTION_HELP = {
+    "io_type": "tflite_int8 input/output type: int8, uint8 or float32",
+    "calibration_count": "number of real training images to calibrate int8 on",
+    "opset": "ONNX opset",
+    "per_channel": "onnx_int8 per-channel weight scales",
+}
+
+
+def resolve_formats(names: list[str] | None) -> list[ExportFormat]:
+    """Formats by name ('all' or None = every format), refusing unknown names with close matches."""
+    if not names or names == ["all"]:
+        return list(FORMATS.values())
+    out = []
+    for name in names:
+        if name not in FORMATS:
+            raise UserError(f"Unknown export format {name!r}.{did_you_mean(name, FORMATS)} "
+                            f"Valid formats: {', '.join(FORMATS)} (or 'all').")
+        if FORMATS[name] not in out:
+            out.append(FORMATS[name])
+    return out
+
+
+def check_options(formats: list[ExportFormat], options: dict) -> None:
+    """Refuse, before any work, an option (not None) that none of the chosen formats accepts."""
+    accepted = set().union(*(f.options for f in formats)) if formats else set()
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key not in OPTION_HELP:
+            raise UserError(f"Unknown export option {key!r}.{did_you_mean(key, OPTION_HELP)}")
+        if key not in accepted:
+            takers = [f.name for f in FORMATS.values() if key in f.options]
+            raise UserError(f"Option {key!r} ({OPTION_HELP[key]}) applies to {', '.join(takers)} only; "
+                            f"the chosen formats are {', '.join(f.name for f in formats)}. Drop the option or "
+                            "add one of those formats.")
+    if options.get("io_type") not in (None, "int8", "uint8", "float32"):
+        raise UserError(f"io_type must be int8, uint8 or float32; received {options['io_type']!r}.")
+    if options.get("calibration_count") is not None and options["calibration_count"] <= 0:
+        raise UserError(f"calibration_count must be positive; received {options['calibration_count']}.")

@@ -1,0 +1,106 @@
+"""ONNX export: float32 with tf2onnx (dynamic batch), and int8 QDQ with onnxruntime's static quantizer."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from deeplab_edge.model._keras import tf
+from deeplab_edge.runtime.metadata import METADATA_KEY, ModelMetadata
+
+from deeplab_edge.errors import UserError
+
+from .calibration import Calibration
+from .io import atomic_path
+
+DEFAULT_OPSET = 17
+
+
+def _set_metadata(proto, metadata: ModelMetadata) -> None:
+    keep = [p for p in proto.metadata_props if p.key not in (METADATA_KEY, "class_names", "input_size")]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in ((METADATA_KEY, metadata.to_json()), ("class_names", ",".join(metadata.class_names)),
+                       ("input_size", "x".join(map(str, metadata.input_size)))):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _save(proto, out: Path) -> Path:
+    import onnx
+
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+    return Path(out)
+
+
+def export_onnx(model, out: Path, *, metadata: ModelMetadata, opset: int = DEFAULT_OPSET) -> Path:
+    """Keras -> ONNX float32 via tf2onnx, input `image` NHWC with a dynamic batch dimension."""
+    import tf2onnx
+
+    h, w = model.input_shape[1:3]
+    spec = (tf.TensorSpec((None, h, w, 3), tf.float32, name="image"),)
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    except Exception as e:
+        raise UserError(f"ONNX conversion (tf2onnx, opset {opset}) failed: {str(e).splitlines()[0][:500]}") from None
+    proto.producer_name = "deeplab-edge (tf2onnx)"
+    _set_metadata(proto, metadata)
+    return _save(proto, out)
+
+
+def export_onnx_int8(fp32_path: Path, out: Path, *, metadata: ModelMetadata, calibration: Calibration,
+                     per_channel: bool = True) -> Path:
+    """Static int8 QDQ quantisation (per-channel weights) after onnxruntime's pre-processing step."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="deeplab-edge-q-") as tmpdir:
+        pre = Path(tmpdir) / "pre.onnx"
+        q = Path(tmpdir) / "q.onnx"
+        try:
+            # Symbolic shape inference fails on tf2onnx graphs ("Incomplete symbolic shape inference");
+            # ONNX shape inference and the graph optimisation still run.
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+            logging.getLogger().setLevel(logging.ERROR)
+            quantize_static(
+                str(pre), str(q), calibration.ort_reader(input_name),
+                quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        except Exception as e:
+            raise UserError(f"ONNX int8 quantisation failed: {str(e).splitlines()[0][:500]}") from None
+        proto = onnx.load(str(q))
+    _set_metadata(proto, metadata)
+    return _save(proto, out)
+
+
+def onnx_op_histogram(path: Path) -> dict[str, int]:
+    import onnx
+
+    hist: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        hist[node.op_type] = hist.get(node.op_type, 0) + 1
+    return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def onnx_initializer_types(path: Path) -> dict[str, int]:
+    import onnx
+
+    out: dict[str, int] = {}
+    for init in onnx.load(str(path), load_external_data=False).graph.initializer:
+        name = onnx.TensorProto.DataType.Name(init.data_type)
+        out[name] = out.get(name, 0) + 1
+    return out
+
+
+os.environ.setdefault("TF2ONNX_SKIP_OPSET_WARNING", "1")

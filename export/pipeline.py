@@ -1,0 +1,175 @@
+"""`export_all`: checkpoint -> every chosen format, each verified, plus manifest.json."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from deeplab_edge.runtime.metadata import ModelMetadata
+
+from deeplab_edge import __version__
+from deeplab_edge.errors import UserError
+
+from .calibration import Calibration
+from .formats import FORMATS, ExportFormat, check_options, resolve_formats
+from .io import sha256, write_bytes_atomic
+from .verify import Thresholds, Verification, keras_reference, verify_file
+
+DEFAULT_CALIBRATION_COUNT = 200
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    format: str
+    path: Path
+    size_bytes: int
+    sha256: str
+    seconds: float
+    verification: Verification
+    ops: dict
+
+    def to_dict(self) -> dict:
+        fmt = FORMATS[self.format]
+        return {"file": self.path.name, "format": self.format, "backend": fmt.backend, "precision": fmt.precision,
+                "size_bytes": self.size_bytes, "sha256": self.sha256, "conversion_seconds": round(self.seconds, 3),
+                "verification": self.verification.to_dict(), "ops": self.ops}
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    out_dir: Path
+    files: tuple[ExportedFile, ...]
+    manifest: Path
+    model: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(f.verification.passed for f in self.files)
+
+    def table(self) -> str:
+        head = f"{'format':<15} {'size':>9} {'convert':>8}  {'verification':<44} result"
+        lines = [head, "-" * len(head)]
+        for f in self.files:
+            lines.append(f"{f.format:<15} {f.size_bytes / 1e6:>7.2f}MB {f.seconds:>7.1f}s  "
+                         f"{f.verification.figure:<44} {'PASS' if f.verification.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+
+def export_graph(model, info, *, input_size: tuple[int, int] | None = None):
+    """The graph to convert: rebuilt with exact folding and native dilation, trained weights mapped over."""
+    from deeplab_edge.model.deeplab import rebuild
+    if info is not None:
+        model = rebuild(model, info.config, fold_atrous=True, native_dilation=True, input_size=input_size)
+    elif input_size is not None:
+        raise UserError("This checkpoint has no model_info.json beside it, so it cannot be rebuilt at another "
+                        "input size; drop --input-size.")
+    return model
+
+
+def make_metadata(info, class_names, input_size, fmt: ExportFormat, head: str, mean, std) -> ModelMetadata:
+    return ModelMetadata(
+        class_names=tuple(class_names), input_size=tuple(input_size), mean=tuple(mean), std=tuple(std),
+        layout="NHWC", output=head, preset=(info.preset if info else ""), variant=fmt.name, version=__version__,
+        config=(info.config.to_dict() if info else {}),
+    )
+
+
+def planned_paths(out_dir: Path, name: str, formats: list[ExportFormat]) -> dict[str, Path]:
+    return {f.name: Path(out_dir) / f"{name}{f.suffix}" for f in formats}
+
+
+def check_free(out_dir: Path, name: str, formats: list[ExportFormat], force: bool) -> None:
+    """Refuse to overwrite existing outputs (including manifest.json) unless `force`."""
+    if force:
+        return
+    targets = [*planned_paths(Path(out_dir), name, formats).values(), Path(out_dir) / "manifest.json"]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing:
+        raise UserError(f"{', '.join(existing)} already exist(s); pass --force to overwrite.")
+
+
+def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats: list[str] | None = None,
+               options: dict | None = None, calibration: Calibration | None = None,
+               verify_images: np.ndarray | None = None, verify_masks: np.ndarray | None = None,
+               thresholds: Thresholds | None = None, force: bool = False, head: str = "logits",
+               input_size: tuple[int, int] | None = None, num_threads: int | None = None,
+               progress=print) -> ExportReport:
+    """Export `model` (from `load_checkpoint`) to each format, verify each file, and write manifest.json."""
+    from deeplab_edge.model.data import MEAN, STD
+    from deeplab_edge.model.flops import model_cost
+
+    from .onnx import export_onnx, export_onnx_int8, onnx_op_histogram
+    from .tflite import export_tflite, op_histogram
+
+    options = dict(options or {})
+    thresholds = thresholds or Thresholds()
+    if head not in ("logits", "labels"):
+        raise UserError(f"head must be 'logits' or 'labels'; received {head!r}.")
+    chosen = resolve_formats(formats)
+    check_options(chosen, options)
+    out_dir = Path(out_dir)
+    paths = planned_paths(out_dir, name, chosen)
+    manifest_path = out_dir / "manifest.json"
+    check_free(out_dir, name, chosen, force)
+    if any(f.needs_calibration for f in chosen) and calibration is None:
+        raise UserError("Int8 formats need calibration images: pass --data (a folder with training images).")
+    if verify_images is None or verify_masks is None or len(verify_images) == 0:
+        raise UserError("Verification needs held-out images with masks: pass --data with a validation split.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    from deeplab_edge.model.layers import with_label_head
+
+    logits_graph = export_graph(model, info, input_size=input_size)
+    graph = with_label_head(logits_graph) if head == "labels" else logits_graph
+    size = tuple(graph.input_shape[1:3])
+    class_names = info.class_names if info else tuple(f"class_{i}" for i in range(model.output_shape[-1]))
+    mean, std = (info.mean, info.std) if info else (MEAN, STD)
+    progress(f"computing Keras reference outputs on {len(verify_images)} held-out images")
+    ref = keras_reference(logits_graph, verify_images, verify_masks, class_names)
+    # The rebuilt (folded, native-dilation) graph must compute what the checkpoint computes.
+    fold_diff = float(np.abs(ref.logits[:4] - model.predict(verify_images[:4], verbose=0)).max()) \
+        if info is None or input_size in (None, tuple(info.config.input_size)) else None
+    cost = model_cost(logits_graph)
+    results: list[ExportedFile] = []
+    with tempfile.TemporaryDirectory(prefix="deeplab-edge-export-") as tmpdir:
+        onnx_fp32: Path | None = None
+        for fmt in chosen:
+            path = paths[fmt.name]
+            meta = make_metadata(info, class_names, size, fmt, head, mean, std)
+            progress(f"exporting {fmt.name} -> {path.name}")
+            t0 = time.perf_counter()
+            if fmt.backend == "tflite":
+                export_tflite(graph, path, metadata=meta, mode=fmt.precision, calibration=calibration,
+                              io_type=options.get("io_type") or "int8")
+            elif fmt.precision == "fp32":
+                onnx_fp32 = export_onnx(graph, path, metadata=meta, opset=options.get("opset") or 17)
+            else:
+                if onnx_fp32 is None:
+                    onnx_fp32 = export_onnx(graph, Path(tmpdir) / "fp32.onnx", metadata=meta,
+                                            opset=options.get("opset") or 17)
+                per_channel = True if options.get("per_channel") is None else bool(options["per_channel"])
+                export_onnx_int8(onnx_fp32, path, metadata=meta, calibration=calibration, per_channel=per_channel)
+            seconds = time.perf_counter() - t0
+            progress(f"verifying {fmt.name} on {len(ref.images)} images")
+            ver = verify_file(path, ref, fmt.precision, thresholds, num_threads=num_threads)
+            ops = op_histogram(path) if fmt.backend == "tflite" else onnx_op_histogram(path)
+            results.append(ExportedFile(fmt.name, path, path.stat().st_size, sha256(path), seconds, ver, ops))
+    model_info = {"preset": info.preset if info else "", "config": info.config.to_dict() if info else {},
+                  "input_size": list(size), "head": head, "class_names": list(class_names),
+                  "params": cost.params, "macs": cost.macs, "macs_by_type": cost.macs_by_type,
+                  "keras_miou": ref.miou, "rebuild_max_abs_diff": fold_diff}
+    manifest = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "deeplab_edge_version": __version__,
+        "model": model_info,
+        "calibration": {"source": calibration.source, "images": len(calibration)} if calibration else None,
+        "verification": {"images": len(ref.images), "thresholds": thresholds.to_dict()},
+        "files": [r.to_dict() for r in results],
+    }
+    write_bytes_atomic(manifest_path, json.dumps(manifest, indent=2).encode())
+    return ExportReport(out_dir, tuple(results), manifest_path, model_info)

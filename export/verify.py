@@ -1,0 +1,101 @@
+"""Verification after every export: run the file on held-out images and compare with Keras."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deeplab_edge.metrics import agreement, segmentation_metrics
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Pass limits. Float files: largest |logit difference| relative to the logit scale, max(1, max|logit|).
+    Quantised files: argmax pixel agreement with Keras and mIoU drop (points) against ground truth."""
+
+    fp32_rel_diff: float = 1e-3
+    fp16_rel_diff: float = 2e-2
+    min_agreement: float = 0.95
+    max_miou_drop: float = 2.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Verification:
+    passed: bool
+    images: int
+    max_abs_diff: float | None
+    rel_diff: float | None
+    agreement: float
+    miou: float
+    keras_miou: float
+    miou_drop: float
+    criterion: str
+    figure: str  # the headline number as text, for tables
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Keras outputs on the verification images: normalised inputs, logits, labels, ground truth."""
+
+    images: np.ndarray
+    logits: np.ndarray
+    masks: np.ndarray
+    class_names: tuple[str, ...]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.logits.argmax(-1)
+
+    @property
+    def miou(self) -> float:
+        return segmentation_metrics(self.masks, self.labels, len(self.class_names)).miou
+
+
+def keras_reference(model, images: np.ndarray, masks: np.ndarray, class_names, batch_size: int = 8) -> Reference:
+    logits = model.predict(images, batch_size=batch_size, verbose=0).astype(np.float32)
+    return Reference(images, logits, masks, tuple(class_names))
+
+
+def run_file(path: Path, images: np.ndarray, *, num_threads: int | None = None) -> np.ndarray:
+    """Outputs of an exported file on normalised images: float logits, or int labels for a labels head."""
+    from deeplab_edge.runtime.predictor import load_predictor
+
+    pred = load_predictor(path, num_threads=num_threads)
+    return np.concatenate([pred.run_normalized(images[i:i + 1]) for i in range(len(images))])
+
+
+def verify_outputs(out: np.ndarray, ref: Reference, precision: str, thresholds: Thresholds) -> Verification:
+    n = len(ref.class_names)
+    labels = out if out.ndim == 3 else out.argmax(-1)
+    agree = agreement(labels, ref.labels)
+    miou = segmentation_metrics(ref.masks, labels, n).miou
+    keras_miou = ref.miou
+    drop = 100 * (keras_miou - miou)
+    max_abs = rel = None
+    if out.ndim == 4:
+        max_abs = float(np.abs(out - ref.logits).max())
+        rel = max_abs / max(1.0, float(np.abs(ref.logits).max()))
+    if precision in ("fp32", "fp16") and rel is not None:
+        limit = thresholds.fp32_rel_diff if precision == "fp32" else thresholds.fp16_rel_diff
+        passed = rel <= limit
+        criterion = f"max|Δlogit|/scale <= {limit:g}"
+        figure = f"max|Δlogit| {max_abs:.2e} (rel {rel:.1e})"
+    else:
+        passed = agree >= thresholds.min_agreement and drop <= thresholds.max_miou_drop
+        criterion = f"agreement >= {thresholds.min_agreement:.0%}, mIoU drop <= {thresholds.max_miou_drop:g} pt"
+        figure = f"agree {100 * agree:.2f}%, mIoU {100 * miou:.1f} vs {100 * keras_miou:.1f}"
+    return Verification(bool(passed), len(ref.images), max_abs, rel, agree, miou, keras_miou, drop, criterion, figure)
+
+
+def verify_file(path: Path, ref: Reference, precision: str, thresholds: Thresholds | None = None,
+                *, num_threads: int | None = None) -> Verification:
+    return verify_outputs(run_file(path, ref.images, num_threads=num_threads), ref, precision,
+                          thresholds or Thresholds())

@@ -1,0 +1,112 @@
+"""Saving and safely loading checkpoints, with the model info that travels beside them."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deeplab_edge import __version__
+from deeplab_edge.errors import UserError
+
+from .data import MEAN, STD
+from .presets import DeepLabConfig
+
+INFO_NAME = "model_info.json"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a checkpoint needs beside its weights: the config it was built from and the class names."""
+
+    config: DeepLabConfig
+    class_names: tuple[str, ...]
+    preset: str = ""
+    mean: tuple[float, ...] = MEAN
+    std: tuple[float, ...] = STD
+    version: str = __version__
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"config": self.config.to_dict(), "class_names": list(self.class_names), "preset": self.preset,
+                "mean": list(self.mean), "std": list(self.std), "version": self.version, "extra": self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelInfo:
+        return cls(config=DeepLabConfig.from_dict(d["config"]), class_names=tuple(d["class_names"]),
+                   preset=d.get("preset", ""), mean=tuple(d.get("mean", MEAN)), std=tuple(d.get("std", STD)),
+                   version=d.get("version", ""), extra=d.get("extra", {}))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_info(folder: Path, info: ModelInfo) -> Path:
+    path = Path(folder) / INFO_NAME
+    atomic_write_text(path, json.dumps(info.to_dict(), indent=2))
+    return path
+
+
+def read_info(checkpoint: Path) -> ModelInfo | None:
+    path = Path(checkpoint).parent / INFO_NAME
+    if not path.is_file():
+        return None
+    try:
+        return ModelInfo.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is malformed ({e}); delete it or re-train.") from None
+
+
+def _refuse_unsafe_h5(path: Path) -> None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            config = f.attrs.get("model_config")
+    except OSError as e:
+        raise UserError(f"Cannot open {path} as an HDF5 checkpoint: {e}.") from None
+    if config is None:
+        raise UserError(f"{path} holds weights only (no model config). Load it with --backbone-weights, "
+                        "or pass a full .keras checkpoint.")
+    text = config.decode() if isinstance(config, bytes) else str(config)
+    if '"class_name": "Lambda"' in text:
+        raise UserError(f"{path} contains a Lambda layer, which needs unsafe deserialisation of Python code. "
+                        "Refusing to load it; rebuild the model without Lambda layers.")
+
+
+def load_checkpoint(path: str | Path):
+    """Load a `.keras` or `.h5` checkpoint in safe mode. Returns (model, ModelInfo | None)."""
+    from ._keras import keras
+    from .layers import CUSTOM_OBJECTS
+    from .losses import IgnoreLabelCrossEntropy, IgnoreLabelMeanIoU
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Checkpoint {path} does not exist. Train one with `deeplab-edge train`, "
+                        "which writes runs/<name>/best.keras.")
+    custom = {**CUSTOM_OBJECTS, "IgnoreLabelCrossEntropy": IgnoreLabelCrossEntropy,
+              "IgnoreLabelMeanIoU": IgnoreLabelMeanIoU}
+    suffix = path.suffix.lower()
+    if suffix == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise UserError(f"{path} is not a valid .keras file (not a zip archive); it may be truncated.")
+    elif suffix in (".h5", ".hdf5"):
+        _refuse_unsafe_h5(path)
+    else:
+        raise UserError(f"Checkpoint {path} must be a .keras or .h5 file; received suffix {suffix!r}.")
+    try:
+        model = keras.models.load_model(path, custom_objects=custom, compile=False, safe_mode=True)
+    except ValueError as e:
+        if "unsafe" in str(e).lower() or "lambda" in str(e).lower():
+            raise UserError(f"{path} needs unsafe deserialisation (it contains Python code, e.g. a Lambda "
+                            "layer). Refusing to load it in safe mode.") from None
+        raise UserError(f"Cannot load checkpoint {path}: {e}") from None
+    except (OSError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        raise UserError(f"Cannot load checkpoint {path}: {e}") from None
+    return model, read_info(path)

@@ -1,0 +1,227 @@
+"""Training under a tf.distribute strategy, with best-by-val-mIoU checkpoints, resume, CSV log and curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deeplab_edge.errors import UserError
+
+from ._keras import keras, tf
+from .checkpoint import ModelInfo, atomic_write_text, load_checkpoint, write_info
+from .data import FolderDataset, load_arrays, make_tf_dataset
+from .deeplab import build_deeplabv3plus
+from .losses import IgnoreLabelCrossEntropy, IgnoreLabelMeanIoU
+from .presets import DeepLabConfig
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    steps_per_epoch: int | None = None  # None: one pass over the training set
+    max_train_images: int | None = None
+    seed: int = 0
+    resume: bool = False
+    verbose: int = 1
+    backbone_weights: str | None = None
+    devices: tuple[str, ...] | None = None  # for MirroredStrategy; None = all visible
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_val_miou: float
+    epochs_run: int
+    seconds: float
+    images_per_second: float
+    history: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"out_dir": str(self.out_dir), "best_checkpoint": str(self.best_checkpoint),
+                "last_checkpoint": str(self.last_checkpoint), "best_val_miou": self.best_val_miou,
+                "epochs_run": self.epochs_run, "seconds": self.seconds,
+                "images_per_second": self.images_per_second, "history": self.history}
+
+
+def get_strategy(devices: tuple[str, ...] | None = None) -> tf.distribute.Strategy:
+    """MultiWorkerMirrored when TF_CONFIG names a cluster, else Mirrored over this machine's devices."""
+    if os.environ.get("TF_CONFIG"):
+        try:
+            cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
+        except ValueError:
+            raise UserError("TF_CONFIG is set but is not valid JSON; unset it or fix it.") from None
+        if sum(len(v) for v in cluster.values()) > 1:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+    if devices is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = tuple(d.name for d in (gpus or tf.config.list_logical_devices("CPU")[:1]))
+    cross = tf.distribute.ReductionToOneDevice() if not any("GPU" in d for d in devices) else None
+    return tf.distribute.MirroredStrategy(devices=list(devices), cross_device_ops=cross)
+
+
+def load_backbone_weights(model: keras.Model, path: str) -> int:
+    """Load a local weights file by layer name (e.g. keras.applications' no-top .h5). Returns layers changed."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"Backbone weights file {p} does not exist. There are no downloads here: pass a local "
+                        "file such as keras.applications' mobilenet_v2 ... _no_top.h5.")
+    before = [w.copy() for w in model.get_weights()]
+    try:
+        model.load_weights(str(p), by_name=True, skip_mismatch=True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"Cannot load backbone weights from {p}: {e}") from None
+    changed = sum(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    if changed == 0:
+        raise UserError(f"No layer of {p} matched the model by name and shape; is it for this backbone and alpha?")
+    return changed
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def plot_curves(log_csv: Path, out_png: Path) -> Path | None:
+    rows = _read_log(log_csv)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [int(r["epoch"]) + 1 for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    for key, label in (("loss", "train"), ("val_loss", "validation")):
+        if key in rows[0]:
+            a.plot(ep, [float(r[key]) for r in rows], marker="o", label=label)
+    a.set(title="Loss (cross-entropy, ignore=255)", xlabel="epoch", ylabel="loss")
+    a.legend()
+    for key, label in (("miou", "train"), ("val_miou", "validation")):
+        if key in rows[0]:
+            b.plot(ep, [100 * float(r[key]) for r in rows], marker="o", label=label)
+    b.set(title="mean IoU", xlabel="epoch", ylabel="mIoU (%)")
+    b.legend()
+    fig.tight_layout()
+    tmp = out_png.with_name(f".{out_png.name}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, out_png)
+    return out_png
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t)
+
+
+def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, settings: TrainSettings,
+          *, preset: str = "", arrays=None) -> TrainResult:
+    """Train DeepLabV3+ on `dataset`; write best.keras, last.keras, model_info.json, log.csv, curves.png.
+
+    `arrays` (train_x, train_y, val_x, val_y) skips decoding the folder (tests, the demo's cache).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.num_classes != dataset.num_classes:
+        config = config.replace(num_classes=dataset.num_classes)
+    best_path, last_path, log_path = out / "best.keras", out / "last.keras", out / "log.csv"
+    if not settings.resume and (best_path.exists() or last_path.exists()):
+        raise UserError(f"{out} already holds a training run. Pass --resume to continue it, or choose another --out.")
+    tf.keras.utils.set_random_seed(settings.seed) if hasattr(tf.keras, "utils") else None
+    keras.utils.set_random_seed(settings.seed)
+
+    if arrays is None:
+        train_samples = dataset.train[: settings.max_train_images] if settings.max_train_images else dataset.train
+        tx, ty = load_arrays(train_samples, config.input_size, dataset.num_classes, progress=settings.verbose > 0)
+        vx, vy = load_arrays(dataset.val, config.input_size, dataset.num_classes, progress=settings.verbose > 0)
+    else:
+        tx, ty, vx, vy = arrays
+    if len(tx) < settings.batch_size:
+        raise UserError(f"{len(tx)} training images is fewer than the batch size {settings.batch_size}; "
+                        "lower --batch-size or add images.")
+    strategy = get_strategy(settings.devices)
+    global_batch = settings.batch_size
+    train_ds = make_tf_dataset(tx, ty, batch_size=global_batch, training=True, seed=settings.seed)
+    val_ds = make_tf_dataset(vx, vy, batch_size=global_batch, training=False) if len(vx) else None
+    steps = settings.steps_per_epoch or max(1, len(tx) // global_batch)
+    train_ds = train_ds.repeat()
+
+    info = ModelInfo(config=config, class_names=dataset.class_names, preset=preset,
+                     extra={"dataset": str(dataset.root), "layout": dataset.layout})
+    write_info(out, info)
+    initial_epoch, best_before = 0, None
+    with strategy.scope():
+        if settings.resume and last_path.exists():
+            model, _ = load_checkpoint(last_path)
+            rows = _read_log(log_path)
+            initial_epoch = len(rows)
+            vals = [float(r["val_miou"]) for r in rows if r.get("val_miou")]
+            best_before = max(vals) if vals else None
+            opt_state = out / "optimizer_step.json"
+            start_step = json.loads(opt_state.read_text())["step"] if opt_state.is_file() else initial_epoch * steps
+        else:
+            model = build_deeplabv3plus(config)
+            start_step = 0
+            if settings.backbone_weights:
+                load_backbone_weights(model, settings.backbone_weights)
+        total_steps = max(1, settings.epochs * steps)
+        schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, total_steps, alpha=0.02)
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=settings.weight_decay)
+        model.compile(optimizer=optimizer, loss=IgnoreLabelCrossEntropy(),
+                      metrics=[IgnoreLabelMeanIoU(config.num_classes)])
+        if start_step:
+            optimizer.iterations.assign(start_step)
+
+    monitor = "val_miou" if val_ds is not None else "miou"
+    timer = _EpochTimer()
+
+    class _SaveStep(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            atomic_write_text(out / "optimizer_step.json", json.dumps({"step": int(optimizer.iterations.numpy())}))
+
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor=monitor, mode="max", save_best_only=True,
+                                        initial_value_threshold=best_before, verbose=0),
+        keras.callbacks.ModelCheckpoint(str(last_path), save_best_only=False, verbose=0),
+        keras.callbacks.CSVLogger(str(log_path), append=initial_epoch > 0),
+        _SaveStep(),
+        timer,
+    ]
+    if initial_epoch >= settings.epochs:
+        raise UserError(f"{out} already ran {initial_epoch} epoch(s) of {settings.epochs}; raise --epochs to go on.")
+    t0 = time.perf_counter()
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs, initial_epoch=initial_epoch,
+                     steps_per_epoch=steps, callbacks=callbacks, verbose=settings.verbose)
+    seconds = time.perf_counter() - t0
+    rows = _read_log(log_path)
+    best = max((float(r[monitor]) for r in rows if r.get(monitor)), default=0.0)
+    plot_curves(log_path, out / "curves.png")
+    ran = settings.epochs - initial_epoch
+    # Throughput from epochs after the first (the first includes tracing).
+    ips = (steps * global_batch * max(1, ran - 1) / sum(timer.seconds[1:])) if ran > 1 else (
+        steps * global_batch / max(timer.seconds[0], 1e-9))
+    result = TrainResult(out, best_path, last_path, best, ran, seconds, ips,
+                         {k: [float(v) for v in vals] for k, vals in hist.history.items()})
+    atomic_write_text(out / "train_result.json", json.dumps(result.to_dict(), indent=2))
+    return result

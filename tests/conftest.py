@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny models and datasets, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    """(train_x, train_y, val_x, val_y) uint8 arrays of the 4-class synthetic set at 64 px."""
+    from deeplab_edge.model.demo_data import synthetic_arrays
+
+    x, y = synthetic_arrays(96, 64, seed=1)
+    return x[:80], y[:80], x[80:], y[80:]
+
+
+@pytest.fixture(scope="session")
+def synthetic_folder(tmp_path_factory, synthetic):
+    from deeplab_edge.model.demo_data import write_folder
+
+    tx, ty, vx, vy = synthetic
+    root = tmp_path_factory.mktemp("synthetic") / "voc"
+    return write_folder(np.concatenate([vx, tx]), np.concatenate([vy, ty]), root, layout="voc", val_count=len(vx))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory, synthetic, synthetic_folder):
+    """A tiny DeepLabV3+ trained for a few epochs on the synthetic set: (run_dir, TrainResult)."""
+    from deeplab_edge.model.data import scan_folder
+    from deeplab_edge.model.presets import get_preset
+    from deeplab_edge.model.train import TrainSettings, train
+
+    ds = scan_folder(synthetic_folder)
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    cfg = get_preset("tiny").config.replace(num_classes=ds.num_classes)
+    result = train(cfg, ds, out, TrainSettings(epochs=6, batch_size=16, learning_rate=5e-3, verbose=0),
+                   preset="tiny", arrays=synthetic)
+    return Path(out), result

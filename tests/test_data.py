@@ -1,0 +1,99 @@
+"""Folder datasets in both layouts, and the clear errors for bad data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deeplab_edge.errors import UserError
+from deeplab_edge.model.data import load_arrays, scan_folder
+from deeplab_edge.model.demo_data import SYNTHETIC_CLASSES, save_mask, synthetic_arrays, write_folder
+
+
+@pytest.fixture()
+def arrays():
+    return synthetic_arrays(12, 64, seed=3)
+
+
+@pytest.mark.parametrize("layout", ["voc", "plain"])
+def test_both_layouts_load(tmp_path, arrays, layout):
+    x, y = arrays
+    root = write_folder(x, y, tmp_path / layout, layout=layout, val_count=3)
+    ds = scan_folder(root)
+    assert ds.layout == layout and ds.class_names == SYNTHETIC_CLASSES
+    assert len(ds.train) == 9 and len(ds.val) == 3
+    images, masks = load_arrays(ds.val, (64, 64), ds.num_classes)
+    np.testing.assert_array_equal(masks, y[:3])  # palette PNG indices round-trip exactly
+    assert images.shape == (3, 64, 64, 3)
+
+
+def test_hash_split_without_split_files(tmp_path, arrays):
+    x, y = arrays
+    ds = scan_folder(write_folder(x, y, tmp_path / "d", layout="plain"), val_fraction=0.3)
+    assert len(ds.train) + len(ds.val) == 12 and ds.val and ds.train
+    assert scan_folder(tmp_path / "d", val_fraction=0.3).val == ds.val  # deterministic
+
+
+def test_missing_mask_names_the_file(tmp_path, arrays):
+    root = write_folder(*arrays, tmp_path / "d", layout="plain")
+    (root / "masks" / "img_0004.png").unlink()
+    with pytest.raises(UserError, match=r"Mask for image .*img_0004\.png not found"):
+        scan_folder(root)
+
+
+def test_size_mismatch_names_the_file(tmp_path, arrays):
+    root = write_folder(*arrays, tmp_path / "d", layout="plain")
+    save_mask(np.zeros((32, 40), np.uint8), root / "masks" / "img_0002.png")
+    ds = scan_folder(root, val_fraction=0.0)
+    with pytest.raises(UserError, match=r"img_0002\.png is 40x32.*same size"):
+        load_arrays(ds.train, (64, 64), ds.num_classes)
+
+
+def test_label_out_of_range_names_file_and_labels(tmp_path, arrays):
+    x, y = arrays
+    y = y.copy()
+    y[5, :4, :4] = 7
+    y[5, 4:8, :4] = 255  # ignore is fine
+    root = write_folder(x, y, tmp_path / "d", layout="voc")
+    ds = scan_folder(root, val_fraction=0.0)
+    with pytest.raises(UserError, match=r"img_0005\.png has label\(s\) \[7\] but there are 4 classes"):
+        load_arrays(ds.train, (64, 64), ds.num_classes)
+
+
+def test_unreadable_image_names_the_file(tmp_path, arrays):
+    root = write_folder(*arrays, tmp_path / "d", layout="voc")
+    (root / "JPEGImages" / "img_0001.png").write_bytes(b"not an image at all")
+    ds = scan_folder(root, val_fraction=0.0)
+    with pytest.raises(UserError, match=r"Cannot read image .*img_0001\.png"):
+        load_arrays(ds.train, (64, 64), ds.num_classes)
+
+
+def test_rgb_mask_refused(tmp_path, arrays):
+    root = write_folder(*arrays, tmp_path / "d", layout="plain")
+    Image.new("RGB", (64, 64)).save(root / "masks" / "img_0000.png")
+    ds = scan_folder(root, val_fraction=0.0)
+    with pytest.raises(UserError, match="mode RGB"):
+        load_arrays(ds.train, (64, 64), ds.num_classes)
+
+
+def test_wrong_layout_and_missing_class_names(tmp_path, arrays):
+    with pytest.raises(UserError, match="neither JPEGImages"):
+        scan_folder(tmp_path)
+    root = write_folder(*arrays, tmp_path / "d", layout="plain")
+    (root / "class_names.txt").unlink()
+    with pytest.raises(UserError, match="class_names.txt"):
+        scan_folder(root)
+
+
+def test_demo_dataset_is_deterministic(tmp_path):
+    from deeplab_edge.model.demo_data import demo_dataset
+
+    a = demo_dataset(n_train=6, n_val=2, size=64, root=tmp_path / "a", progress=False)
+    b = demo_dataset(n_train=6, n_val=2, size=64, root=tmp_path / "b", progress=False)
+    for sub in ("JPEGImages/train_00003.jpg", "SegmentationClass/val_00001.png"):
+        assert (a / sub).read_bytes() == (b / sub).read_bytes()
+    ds = scan_folder(a)
+    assert len(ds.train) == 6 and ds.class_names[0] == "background" and "person" in ds.class_names
+    _, masks = load_arrays(ds.train, (64, 64), ds.num_classes)
+    assert len(np.unique(masks)) > 2  # real instances were pasted

@@ -1,0 +1,98 @@
+"""DeepLabV3+ graph: shapes per backbone, size errors, presets, MAC counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deeplab_edge.errors import UserError
+
+
+@pytest.mark.parametrize("backbone,alpha,size,stride", [
+    ("mobilenetv2", 0.35, 64, 16),
+    ("mobilenetv2", 0.35, 64, 8),
+    ("mobilenetv2", 1.0, 96, 16),
+    ("resnet50", 1.0, 64, 16),
+])
+def test_output_shape_per_backbone(backbone, alpha, size, stride):
+    from deeplab_edge.model.deeplab import build_deeplabv3plus
+    from deeplab_edge.model.presets import DeepLabConfig
+
+    cfg = DeepLabConfig(backbone=backbone, alpha=alpha, input_size=(size, size), num_classes=5,
+                        output_stride=stride, width=32, separable=backbone != "resnet50")
+    m = build_deeplabv3plus(cfg)
+    y = m(np.random.rand(2, size, size, 3).astype("float32"))
+    assert y.shape == (2, size, size, 5)
+    # The ASPP input is at the configured output stride.
+    high = m.get_layer("block_13_expand_relu" if backbone == "mobilenetv2" else "conv4_block6_2_relu")
+    assert high.output_shape[1] == size // stride
+
+
+def test_non_divisible_size_names_nearest_valid():
+    from deeplab_edge.model.deeplab import build_deeplabv3plus
+    from deeplab_edge.model.presets import get_preset
+
+    with pytest.raises(UserError, match=r"250x250 is not divisible by 16.*nearest valid size 256x256"):
+        build_deeplabv3plus(get_preset("tiny").config.replace(input_size=(250, 250)))
+
+
+def test_unsupported_output_stride_and_unknown_backbone():
+    from deeplab_edge.model.deeplab import build_deeplabv3plus
+    from deeplab_edge.model.presets import DeepLabConfig, get_preset
+
+    with pytest.raises(UserError, match="supports output stride"):
+        build_deeplabv3plus(DeepLabConfig(backbone="resnet50", input_size=(64, 64), output_stride=8))
+    with pytest.raises(UserError, match="Did you mean: mobilenetv2"):
+        build_deeplabv3plus(DeepLabConfig(backbone="mobilenet_v2", input_size=(64, 64)))
+    with pytest.raises(UserError, match="Did you mean: edge"):
+        get_preset("edg")
+
+
+def test_presets_and_separable_choice():
+    from deeplab_edge.model.presets import PRESETS
+
+    assert PRESETS["resnet50"].config.separable is False and PRESETS["resnet50"].config.input_size == (512, 512)
+    assert PRESETS["edge"].config.separable and PRESETS["mobilenetv2"].config.separable
+    assert PRESETS["edge"].config.replace(output_stride=8).rates == (12, 24, 36)
+    assert PRESETS["edge"].config.replace(alpha=None).alpha == 0.35  # None never overrides
+
+
+def test_mac_count_matches_hand_count():
+    from deeplab_edge.model._keras import keras
+    from deeplab_edge.model.flops import model_cost
+
+    inp = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(6, 3, padding="same", use_bias=False)(inp)  # 8*8*3*3*4*6 = 13824
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)  # 8*8*3*3*6 = 3456
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(2, use_bias=False)(x)  # 12
+    cost = model_cost(keras.Model(inp, x))
+    assert cost.macs == 13824 + 3456 + 12
+    assert cost.params == 4 * 6 * 9 + 6 * 9 + 12
+
+
+def test_separable_edge_is_much_cheaper_than_plain():
+    from deeplab_edge.model.deeplab import build_deeplabv3plus
+    from deeplab_edge.model.flops import model_cost
+    from deeplab_edge.model.presets import get_preset
+
+    cfg = get_preset("edge").config.replace(input_size=(128, 128), width=256)
+    sep = model_cost(build_deeplabv3plus(cfg)).macs
+    plain = model_cost(build_deeplabv3plus(cfg.replace(separable=False))).macs
+    assert plain > 4 * sep
+
+
+def test_backbone_weights_load_by_name(tmp_path):
+    from deeplab_edge.model.deeplab import build_deeplabv3plus
+    from deeplab_edge.model.presets import get_preset
+    from deeplab_edge.model.train import load_backbone_weights
+
+    cfg = get_preset("tiny").config
+    src = build_deeplabv3plus(cfg)
+    path = tmp_path / "w.h5"
+    src.save_weights(str(path))
+    dst = build_deeplabv3plus(cfg)
+    assert load_backbone_weights(dst, str(path)) > 10
+    np.testing.assert_array_equal(dst.get_layer("Conv1").get_weights()[0], src.get_layer("Conv1").get_weights()[0])
+    with pytest.raises(UserError, match="does not exist"):
+        load_backbone_weights(dst, str(tmp_path / "missing.h5"))
