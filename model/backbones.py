@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from deeplab_edge.errors import UserError
 
 from ._keras import keras
-from .layers import AtrousDepthwiseConv2D
+from .layers import BN_MOMENTUM, AtrousDepthwiseConv2D
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def build_mobilenetv2(inputs, *, alpha: float, output_stride: int, native: bool 
     Names match `keras.applications.MobileNetV2`, so a local weights file for it loads by name.
     At output stride 8, block 6 keeps stride 1 and blocks 7-13 use dilation 2 (as DeepLab does).
     """
-    bn = dict(epsilon=1e-3, momentum=0.99)  # 0.999 (keras.applications) is too slow from scratch
+    bn = dict(epsilon=1e-3, momentum=BN_MOMENTUM)  # keras.applications: 0.999, too slow for short runs
     layers = keras.layers
     x = layers.Conv2D(_make_divisible(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="Conv1")(inputs)
     x = layers.BatchNormalization(name="bn_Conv1", **bn)(x)

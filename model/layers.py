@@ -12,7 +12,8 @@ from __future__ import annotations
 from ._keras import keras, tf
 
 BN_EPS = 1e-3
-BN_MOMENTUM = 0.99
+# Short training budgets (hundreds of steps) need moving statistics that keep up with the weights.
+BN_MOMENTUM = 0.9
 
 
 @keras.utils.register_keras_serializable(package="deeplab_edge")
