@@ -11,12 +11,12 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deeplab_edge.errors import UserError, unknown_name_error
+from deeplab_edge.fileio import write_bytes_atomic, write_text_atomic
 
 from .stats import LatencyStats
 
@@ -44,23 +44,13 @@ def _utc_now() -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically: a temporary file in the same folder, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `data` to `path` atomically (temporary name in the same folder, then rename)."""
+    return write_bytes_atomic(path, data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 `text` to `path` atomically (see `atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """Write UTF-8 `text` to `path` atomically."""
+    return write_text_atomic(path, text)
 
 
 @dataclass(frozen=True, kw_only=True)

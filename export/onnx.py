@@ -9,13 +9,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from deeplab_edge.errors import UserError
+from deeplab_edge.fileio import atomic_path
 from deeplab_edge.model._keras import tf
 from deeplab_edge.runtime.metadata import METADATA_KEY, ModelMetadata
 
-from deeplab_edge.errors import UserError
-
 from .calibration import Calibration
-from .io import atomic_path
 
 DEFAULT_OPSET = 17
 

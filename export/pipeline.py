@@ -10,14 +10,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from deeplab_edge.runtime.metadata import ModelMetadata
 
 from deeplab_edge import __version__
 from deeplab_edge.errors import UserError
+from deeplab_edge.fileio import sha256, write_bytes_atomic
+from deeplab_edge.runtime.metadata import ModelMetadata
 
 from .calibration import Calibration
 from .formats import FORMATS, ExportFormat, check_options, resolve_formats
-from .io import sha256, write_bytes_atomic
 from .verify import Thresholds, Verification, keras_reference, verify_file
 
 DEFAULT_CALIBRATION_COUNT = 200
@@ -98,7 +98,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                verify_images: np.ndarray | None = None, verify_masks: np.ndarray | None = None,
                thresholds: Thresholds | None = None, force: bool = False, head: str = "logits",
                input_size: tuple[int, int] | None = None, num_threads: int | None = None,
-               progress=print) -> ExportReport:
+               progress=print, checkpoint: str | Path | None = None) -> ExportReport:
     """Export `model` (from `load_checkpoint`) to each format, verify each file, and write manifest.json."""
     from deeplab_edge.model.data import MEAN, STD
     from deeplab_edge.model.flops import model_cost
@@ -159,7 +159,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
             ver = verify_file(path, ref, fmt.precision, thresholds, num_threads=num_threads)
             ops = op_histogram(path) if fmt.backend == "tflite" else onnx_op_histogram(path)
             results.append(ExportedFile(fmt.name, path, path.stat().st_size, sha256(path), seconds, ver, ops))
-    model_info = {"preset": info.preset if info else "", "config": info.config.to_dict() if info else {},
+    model_info = {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None, "preset": info.preset if info else "", "config": info.config.to_dict() if info else {},
                   "input_size": list(size), "head": head, "class_names": list(class_names),
                   "params": cost.params, "macs": cost.macs, "macs_by_type": cost.macs_by_type,
                   "keras_miou": ref.miou, "rebuild_max_abs_diff": fold_diff}

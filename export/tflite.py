@@ -7,13 +7,12 @@ import io
 import os
 from pathlib import Path
 
+from deeplab_edge.errors import UserError
+from deeplab_edge.fileio import write_bytes_atomic
 from deeplab_edge.model._keras import tf
 from deeplab_edge.runtime.metadata import ModelMetadata, write_tflite_metadata
 
-from deeplab_edge.errors import UserError
-
 from .calibration import Calibration
-from .io import write_bytes_atomic
 
 IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deeplab_edge import __version__
 from deeplab_edge.errors import UserError
+from deeplab_edge.fileio import write_text_atomic as atomic_write_text
 
 from .data import MEAN, STD
 from .presets import DeepLabConfig
@@ -38,13 +38,6 @@ class ModelInfo:
         return cls(config=DeepLabConfig.from_dict(d["config"]), class_names=tuple(d["class_names"]),
                    preset=d.get("preset", ""), mean=tuple(d.get("mean", MEAN)), std=tuple(d.get("std", STD)),
                    version=d.get("version", ""), extra=d.get("extra", {}))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_info(folder: Path, info: ModelInfo) -> Path:

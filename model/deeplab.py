@@ -64,7 +64,8 @@ def _aspp(x, config: DeepLabConfig):
     p = keras.layers.Conv2D(config.width, 1, use_bias=False, name="aspp_pool_conv")(p)
     p = keras.layers.BatchNormalization(epsilon=BN_EPS, momentum=BN_MOMENTUM, name="aspp_pool_bn")(p)
     p = keras.layers.ReLU(name="aspp_pool_relu")(p)
-    p = keras.layers.UpSampling2D(size=(h, w), interpolation="nearest", name="aspp_pool_up")(p)
+    # Bilinear from a 1x1 map is an exact broadcast (and avoids a deprecated ONNX Resize mode).
+    p = keras.layers.UpSampling2D(size=(h, w), interpolation="bilinear", name="aspp_pool_up")(p)
     branches.append(p)
     y = keras.layers.Concatenate(name="aspp_concat")(branches)
     return conv_bn_relu(y, config.width, 1, name="aspp_proj")

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from deeplab_edge.errors import UserError
+from deeplab_edge.fileio import write_text_atomic as atomic_write_text
 
 from ._keras import keras, tf
-from .checkpoint import ModelInfo, atomic_write_text, load_checkpoint, write_info
+from .checkpoint import ModelInfo, load_checkpoint, write_info
 from .data import FolderDataset, load_arrays, make_tf_dataset
 from .deeplab import build_deeplabv3plus
 from .losses import IgnoreLabelCrossEntropy, IgnoreLabelMeanIoU

@@ -68,6 +68,8 @@ class ModelMetadata:
     def from_json(cls, text: str | bytes, *, source: str = "file") -> ModelMetadata:
         try:
             d = json.loads(text)
+            if not isinstance(d, dict):
+                raise ValueError(f"expected a JSON object, got {type(d).__name__}")
             if d.get("format") != FORMAT_TAG:
                 raise ValueError(f"unknown format tag {d.get('format')!r}")
             names = {f.name for f in dataclasses.fields(cls)}
@@ -88,11 +90,15 @@ def read_tflite_metadata(buf: bytes, *, source: str = "file") -> ModelMetadata |
     model = schema.Model.GetRootAs(buf, 0)
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
-        if entry.Name() and entry.Name().decode() == METADATA_KEY:
-            data = model.Buffers(entry.Buffer()).DataAsNumpy()
-            if isinstance(data, int):  # empty buffer
-                raise UserError(f"The deeplab-edge metadata buffer in {source} is empty.")
-            return ModelMetadata.from_json(data.tobytes(), source=source)
+        if entry.Name() == METADATA_KEY.encode():
+            buffer = model.Buffers(entry.Buffer())
+            data = buffer.DataAsNumpy()
+            if not isinstance(data, int):
+                return ModelMetadata.from_json(data.tobytes(), source=source)
+            if buffer.Offset() > 1 and buffer.Size():  # stored after the flatbuffer (files over 2 GB)
+                return ModelMetadata.from_json(bytes(buf[buffer.Offset():buffer.Offset() + buffer.Size()]),
+                                               source=source)
+            raise UserError(f"The deeplab-edge metadata buffer in {source} is empty.")
     return None
 
 

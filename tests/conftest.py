@@ -44,3 +44,22 @@ def trained_tiny(tmp_path_factory, synthetic, synthetic_folder):
     result = train(cfg, ds, out, TrainSettings(epochs=6, batch_size=16, learning_rate=5e-3, verbose=0),
                    preset="tiny", arrays=synthetic)
     return Path(out), result
+
+
+@pytest.fixture(scope="session")
+def exported(trained_tiny, synthetic_folder, tmp_path_factory):
+    """All six formats of the trained tiny model: (ExportReport, model, info, verify_x, verify_y)."""
+    from deeplab_edge.commands.export_common import calibration_and_verification
+    from deeplab_edge.export.formats import resolve_formats
+    from deeplab_edge.export.pipeline import export_all
+    from deeplab_edge.model.checkpoint import load_checkpoint
+    from deeplab_edge.model.data import scan_folder
+
+    run_dir, _ = trained_tiny
+    model, info = load_checkpoint(run_dir / "best.keras")
+    ds = scan_folder(synthetic_folder)
+    calib, vx, vy = calibration_and_verification(ds, (64, 64), resolve_formats(None), 32, 16)
+    out = tmp_path_factory.mktemp("exported")
+    report = export_all(model, info, out, name="tiny", calibration=calib, verify_images=vx, verify_masks=vy,
+                        progress=lambda m: None, checkpoint=run_dir / "best.keras")
+    return report, model, info, vx, vy

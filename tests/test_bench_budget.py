@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from deeplab_edge.benchmarks.budget import Budget, check_budget, format_violations, load_budget
 from deeplab_edge.benchmarks.results import BenchReport, BenchRow
 from deeplab_edge.benchmarks.stats import latency_stats
-
 from deeplab_edge.errors import UserError
 
 

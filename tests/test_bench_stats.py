@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+
 from deeplab_edge.benchmarks import sysinfo
 from deeplab_edge.benchmarks.stats import LatencyStats, latency_stats, percentile, summarize
 from deeplab_edge.benchmarks.timing import (
@@ -17,7 +18,6 @@ from deeplab_edge.benchmarks.timing import (
     time_callable,
     time_pipeline,
 )
-
 from deeplab_edge.errors import UserError
 
 

@@ -47,7 +47,7 @@ def test_size_mismatch_names_the_file(tmp_path, arrays):
     save_mask(np.zeros((32, 40), np.uint8), root / "masks" / "img_0002.png")
     ds = scan_folder(root, val_fraction=0.0)
     with pytest.raises(UserError, match=r"img_0002\.png is 40x32.*same size"):
-        load_arrays(ds.train, (64, 64), ds.num_classes)
+        load_arrays(ds.val + ds.train, (64, 64), ds.num_classes)
 
 
 def test_label_out_of_range_names_file_and_labels(tmp_path, arrays):
@@ -58,7 +58,7 @@ def test_label_out_of_range_names_file_and_labels(tmp_path, arrays):
     root = write_folder(x, y, tmp_path / "d", layout="voc")
     ds = scan_folder(root, val_fraction=0.0)
     with pytest.raises(UserError, match=r"img_0005\.png has label\(s\) \[7\] but there are 4 classes"):
-        load_arrays(ds.train, (64, 64), ds.num_classes)
+        load_arrays(ds.val + ds.train, (64, 64), ds.num_classes)
 
 
 def test_unreadable_image_names_the_file(tmp_path, arrays):
@@ -66,15 +66,15 @@ def test_unreadable_image_names_the_file(tmp_path, arrays):
     (root / "JPEGImages" / "img_0001.png").write_bytes(b"not an image at all")
     ds = scan_folder(root, val_fraction=0.0)
     with pytest.raises(UserError, match=r"Cannot read image .*img_0001\.png"):
-        load_arrays(ds.train, (64, 64), ds.num_classes)
+        load_arrays(ds.val + ds.train, (64, 64), ds.num_classes)
 
 
 def test_rgb_mask_refused(tmp_path, arrays):
     root = write_folder(*arrays, tmp_path / "d", layout="plain")
     Image.new("RGB", (64, 64)).save(root / "masks" / "img_0000.png")
     ds = scan_folder(root, val_fraction=0.0)
-    with pytest.raises(UserError, match="mode RGB"):
-        load_arrays(ds.train, (64, 64), ds.num_classes)
+    with pytest.raises(UserError, match=r"img_0000\.png has mode RGB"):
+        load_arrays(ds.val + ds.train, (64, 64), ds.num_classes)
 
 
 def test_wrong_layout_and_missing_class_names(tmp_path, arrays):
@@ -95,5 +95,5 @@ def test_demo_dataset_is_deterministic(tmp_path):
         assert (a / sub).read_bytes() == (b / sub).read_bytes()
     ds = scan_folder(a)
     assert len(ds.train) == 6 and ds.class_names[0] == "background" and "person" in ds.class_names
-    _, masks = load_arrays(ds.train, (64, 64), ds.num_classes)
+    _, masks = load_arrays(ds.val + ds.train, (64, 64), ds.num_classes)
     assert len(np.unique(masks)) > 2  # real instances were pasted

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.split}: {len(samples)} images of {ds.root}")
     print(m.table())
     if args.json:
-        from deeplab_edge.model.checkpoint import atomic_write_text
+        from deeplab_edge.fileio import write_text_atomic as atomic_write_text
 
         atomic_write_text(Path(args.json), json.dumps({"split": args.split, "images": len(samples),
                                                        **m.to_dict()}, indent=2))

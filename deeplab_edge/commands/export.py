@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
                         calibration=calibration, verify_images=vx, verify_masks=vy,
                         thresholds=Thresholds(min_agreement=args.min_agreement, max_miou_drop=args.max_miou_drop),
                         force=args.force, head=args.head, input_size=tuple(args.input_size) if args.input_size else None,
-                        num_threads=args.threads, progress=lambda m: print(f"[export] {m}", flush=True))
+                        num_threads=args.threads, progress=lambda m: print(f"[export] {m}", flush=True),
+                        checkpoint=args.checkpoint)
     print()
     print(report.table())
     print(f"\nKeras mIoU on the same {len(vx)} images: {100 * report.model['keras_miou']:.1f}%; "

@@ -38,5 +38,7 @@ def run(args: argparse.Namespace) -> int:
         providers=args.providers, input_size=args.input_size, mean=args.mean, std=args.std,
         class_names=args.class_names, batch_size=args.batch_size, overlay=not args.no_overlay,
     )
-    print(summary.to_text(), file=sys.stdout if summary.ok else sys.stderr)
+    print(summary.to_text(failures=False))
+    if summary.failed:
+        print(summary.failures_text(), file=sys.stderr)
     return 0 if summary.ok else 1

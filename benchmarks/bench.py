@@ -1,0 +1,166 @@
+"""Run the benchmark: each file (and the Keras float model) in its own worker process, side by side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deeplab_edge.errors import UserError
+
+from .results import BenchReport, BenchRow, add_miou_drop
+from .stats import LatencyStats
+from .sysinfo import machine_info
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    threads: int = 2
+    warmup: int = 5
+    min_runs: int = 30
+    min_time_s: float = 3.0
+    gpu: str = "auto"  # auto: GPU rows where a GPU is present, listed as skipped otherwise; "off"
+    timeout_s: float = 900.0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row to run: a model file (or a Keras checkpoint) on a backend and device."""
+
+    name: str
+    file: Path
+    format: str  # keras, tflite, onnx
+    backend: str  # keras, litert, onnxruntime
+    device: str = "cpu"
+
+
+def row_name(path: Path, manifest_format: str | None = None) -> str:
+    """Stable row id: the manifest's format name (tflite_int8) or one derived from the file name."""
+    if manifest_format:
+        return manifest_format
+    stem = path.stem
+    kind = "tflite" if path.suffix == ".tflite" else "onnx"
+    tail = stem.rsplit("_", 1)[-1] if "_" in stem else stem
+    return f"{kind}_{tail}"
+
+
+def targets_from(files: list[Path], keras: Path | None) -> list[Target]:
+    """Expand manifest.json entries and plain files into targets; Keras first (the reference)."""
+    out: list[Target] = []
+    if keras is not None:
+        out.append(Target("keras_fp32", Path(keras), "keras", "keras"))
+    for f in files:
+        f = Path(f)
+        if not f.exists():
+            raise UserError(f"{f} does not exist; pass exported .tflite/.onnx files or an export manifest.json.")
+        if f.name == "manifest.json" or f.suffix == ".json":
+            try:
+                entries = json.loads(f.read_text())["files"]
+            except (ValueError, KeyError, TypeError):
+                raise UserError(f"{f} is not an export manifest (no 'files' list).") from None
+            for e in entries:
+                path = f.parent / e["file"]
+                out.append(Target(row_name(path, e.get("format")), path, e["backend"],
+                                  "litert" if e["backend"] == "tflite" else "onnxruntime"))
+        elif f.suffix in (".tflite", ".onnx"):
+            kind = f.suffix[1:]
+            out.append(Target(row_name(f), f, kind, "litert" if kind == "tflite" else "onnxruntime"))
+        else:
+            raise UserError(f"Cannot benchmark {f}: expected .tflite, .onnx or an export manifest.json.")
+    names = [t.name for t in out]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise UserError(f"Two files map to the same row name {sorted(dupes)}; give them distinct names.")
+    return out
+
+
+def gpu_targets(targets: list[Target], settings: BenchSettings) -> tuple[list[Target], list[BenchRow]]:
+    """GPU rows: ONNX float files on onnxruntime's CUDA provider where present; the rest listed as skipped."""
+    if settings.gpu == "off":
+        return [], []
+    import onnxruntime as ort
+
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    run, skipped = [], []
+    for t in targets:
+        name = f"{t.name}_gpu"
+        if t.backend == "onnxruntime" and t.name.endswith("fp32"):
+            if cuda:
+                run.append(Target(name, t.file, t.format, t.backend, "gpu"))
+            else:
+                skipped.append(BenchRow.skipped(name, t.format, t.backend, device="gpu",
+                                                reason="no CUDAExecutionProvider in this onnxruntime / no GPU"))
+        elif t.backend == "litert" and t.name.endswith("fp32"):
+            skipped.append(BenchRow.skipped(name, t.format, t.backend, device="gpu",
+                                            reason="LiteRT GPU accelerator not measured by this tool (CPU XNNPACK only)"))
+    return run, skipped
+
+
+def _run_worker(target: Target, spec: dict, tmp: Path, settings: BenchSettings) -> dict:
+    spec_path, out_path = tmp / f"{target.name}.spec.json", tmp / f"{target.name}.out.json"
+    spec_path.write_text(json.dumps(spec))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "deeplab_edge.benchmarks.worker", str(spec_path), str(out_path)],
+                              capture_output=True, text=True, timeout=settings.timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "reason": f"timed out after {settings.timeout_s:.0f} s"}
+    if not out_path.exists():
+        tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        return {"status": "failed", "reason": f"worker died (exit {proc.returncode}): {tail[0][:200]}"}
+    return json.loads(out_path.read_text())
+
+
+def run_bench(targets: list[Target], images: np.ndarray, masks: np.ndarray, photo: np.ndarray,
+              num_classes: int, settings: BenchSettings, *, progress=print, eval_note: str = "") -> BenchReport:
+    """Benchmark every target. The first target is the float reference for agreement and mIoU drop."""
+    if not targets:
+        raise UserError("Nothing to benchmark: pass .tflite/.onnx files, a manifest.json, or --keras.")
+    gpu_run, rows = gpu_targets(targets, settings)
+    all_targets = targets + gpu_run
+    rows_by_name: dict[str, BenchRow] = {}
+    with tempfile.TemporaryDirectory(prefix="deeplab-edge-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        npz = tmp / "eval.npz"
+        np.savez(npz, images=images.astype(np.float32), masks=masks, photo=photo)
+        ref_name = targets[0].name
+        for i, t in enumerate(all_targets):
+            progress(f"[{i + 1}/{len(all_targets)}] {t.name} ({t.backend}, {t.device}, {settings.threads} threads)")
+            spec = {"file": str(t.file), "backend": t.backend, "device": t.device, "threads": settings.threads,
+                    "eval_npz": str(npz), "num_classes": num_classes, "warmup": settings.warmup,
+                    "min_runs": settings.min_runs, "min_time_s": settings.min_time_s,
+                    "labels_out": str(tmp / "ref_labels.npy") if i == 0 else None}
+            res = _run_worker(t, spec, tmp, settings)
+            size_mb = (t.file.stat().st_size / 2**20) if t.file.is_file() else None
+            common = dict(name=t.name, format=t.format, backend=t.backend, device=t.device, threads=settings.threads,
+                          file=str(t.file), size_mb=size_mb)
+            if res["status"] != "ok":
+                rows_by_name[t.name] = BenchRow.failed(reason=res["reason"], **common)
+                progress(f"      failed: {res['reason']}")
+                continue
+            if i == 0:  # later rows compare their argmax with the reference's
+                data = dict(np.load(npz))
+                data["ref_labels"] = np.load(tmp / "ref_labels.npy")
+                np.savez(npz, **data)
+            rows_by_name[t.name] = BenchRow(latency=LatencyStats.from_dict(res["latency"]), pre_ms=res["pre_ms"],
+                                            post_ms=res["post_ms"], peak_rss_mb=res["peak_rss_mb"], miou=res["miou"],
+                                            pixel_acc=res["pixel_acc"],
+                                            agreement=1.0 if i == 0 else res["agreement"], **common)
+            r = rows_by_name[t.name]
+            progress(f"      p50 {r.latency.p50_ms:.2f} ms, mIoU {100 * r.miou:.1f}%")
+    ordered = [rows_by_name[t.name] for t in all_targets if t.name in rows_by_name] + rows
+    if rows_by_name.get(ref_name) and rows_by_name[ref_name].ok:
+        ordered = add_miou_drop(ordered, ref_name)
+    machine = machine_info()
+    bench_settings = {**settings.to_dict(), "eval_images": int(len(images)), "input_size": list(images.shape[1:3]),
+                      "reference": ref_name, "eval": eval_note,
+                      "latency": "batch 1, inference only (interpreter invoke / session run), monotonic clock",
+                      "pre_post": "one real photo at its own size: resize+normalise(+quantise), argmax+resize back"}
+    return BenchReport(rows=tuple(ordered), machine=machine, settings=bench_settings)

@@ -1,0 +1,102 @@
+"""Benchmark one model in its own process: `python -m deeplab_edge.benchmarks.worker SPEC.json OUT.json`.
+
+A fresh process per row makes each row's peak memory its own and keeps a crashing interpreter from
+taking the whole benchmark down. Exported files are run through the TF-free runtime; only the
+"keras" kind imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+
+def _keras_runner(spec: dict):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from deeplab_edge.model._keras import tf
+
+    threads = spec.get("threads")
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    if spec.get("device") == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+    from deeplab_edge.model.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(spec["file"])
+    fn = tf.function(lambda x: model(x, training=False))
+    return lambda x: fn(tf.constant(x)).numpy(), lambda x: x
+
+
+def _file_runner(spec: dict):
+    from deeplab_edge.runtime.predictor import load_predictor
+
+    providers = ("cuda",) if spec.get("device") == "gpu" else ("cpu",)
+    pred = load_predictor(spec["file"], num_threads=spec.get("threads"),
+                          providers=providers if spec["backend"] == "onnxruntime" else None)
+    if spec.get("device") == "gpu" and "CUDAExecutionProvider" not in (getattr(pred.backend, "providers", ()) or ()):
+        raise RuntimeError("onnxruntime did not enable CUDAExecutionProvider")
+    return pred
+
+
+def run(spec: dict) -> dict:
+    from deeplab_edge.benchmarks.stats import latency_stats, summarize
+    from deeplab_edge.benchmarks.timing import peak_rss_mb, time_callable, time_pipeline
+    from deeplab_edge.metrics import agreement, segmentation_metrics
+
+    data = np.load(spec["eval_npz"])
+    images, masks = data["images"], data["masks"]
+    ref = data["ref_labels"] if "ref_labels" in data else None
+    photo = data["photo"]
+    loop = dict(warmup=spec["warmup"], min_runs=spec["min_runs"], min_time_s=spec["min_time_s"])
+    x1 = images[:1]
+    if spec["backend"] == "keras":
+        infer, _ = _keras_runner(spec)
+        lat = latency_stats(time_callable(lambda: infer(x1), **loop))
+        outputs = np.concatenate([infer(images[i:i + 8]) for i in range(0, len(images), 8)])
+        pre_ms = post_ms = None
+    else:
+        pred = _file_runner(spec)
+        model_in = pred.to_model_input(x1)
+        lat = latency_stats(time_callable(lambda: pred.backend.run(model_in), **loop))
+        # Pre/post-processing of a real photo at its own size, timed apart from inference.
+        stages = summarize(time_pipeline(lambda: pred.preprocess([photo]), lambda b: pred.run_normalized(b[0]),
+                                         lambda y: pred.postprocess(y, [photo.shape[:2]]),
+                                         warmup=2, min_runs=10, min_time_s=min(1.0, spec["min_time_s"])))
+        pre_ms, post_ms = stages.pre_ms, stages.post_ms
+        outputs = np.concatenate([pred.run_normalized(images[i:i + 1]) for i in range(len(images))])
+    labels = outputs if outputs.ndim == 3 else outputs.argmax(-1)
+    m = segmentation_metrics(masks, labels, int(spec["num_classes"]))
+    return {
+        "latency": lat.to_dict(), "pre_ms": pre_ms, "post_ms": post_ms, "peak_rss_mb": peak_rss_mb(),
+        "miou": m.miou, "pixel_acc": m.pixel_accuracy,
+        "agreement": agreement(labels, ref) if ref is not None else None,
+        "labels_npy": _save_labels(labels, spec),
+    }
+
+
+def _save_labels(labels: np.ndarray, spec: dict) -> str | None:
+    if not spec.get("labels_out"):
+        return None
+    np.save(spec["labels_out"], labels.astype(np.uint8))
+    return spec["labels_out"]
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    try:
+        result = {"status": "ok", **run(spec)}
+    except Exception as e:  # reported as a failed row, never a crash of the benchmark
+        result = {"status": "failed", "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300],
+                  "traceback": traceback.format_exc()[-2000:]}
+    Path(argv[1]).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,32 @@
+"""`deeplab-edge profile`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .tflite or .onnx file")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument("--top", type=int, default=15, help="layers to list (default 15)")
+    p.add_argument("--json", metavar="FILE", help="also write the profile as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from deeplab_edge.benchmarks.profile import profile_file
+    from deeplab_edge.benchmarks.results import atomic_write_text
+    from deeplab_edge.benchmarks.sysinfo import machine_info, machine_summary
+    from deeplab_edge.errors import UserError
+
+    if args.threads <= 0:
+        raise UserError(f"--threads must be positive; received {args.threads}.")
+    prof = profile_file(args.model, threads=args.threads)
+    info = machine_info()
+    print(machine_summary(info, threads=args.threads))
+    print(prof.table(args.top))
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps({"machine": info, **prof.to_dict()}, indent=2))
+    return 0

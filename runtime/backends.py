@@ -1,0 +1,215 @@
+"""One small interface over LiteRT (`.tflite`) and onnxruntime (`.onnx`).
+
+`open_backend(path)` checks the file (`files.check_model_file`), opens the matching interpreter and
+returns an object with `.input` / `.output` (`TensorInfo`), `.metadata`, `.name`, `.providers` and
+`.run(batch) -> raw output`. Raw means as the file gives it: quantised integers for an int8 file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from deeplab_edge.errors import UserError, unknown_name_error
+
+from .files import check_model_file
+from .metadata import ModelMetadata, read_onnx_metadata, read_tflite_metadata
+
+# --providers spellings -> onnxruntime execution provider names.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A model input or output: shape with None for dynamic dims, numpy dtype, int quantisation."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None
+
+
+class Backend(Protocol):
+    name: str
+    path: Path
+    input: TensorInfo
+    output: TensorInfo
+    metadata: ModelMetadata | None
+    providers: tuple[str, ...]
+    notes: tuple[str, ...]
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def check_threads(num_threads: int | None) -> int | None:
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+        raise UserError(f"--threads must be a positive integer; received {num_threads!r}.")
+    return int(num_threads)
+
+
+def parse_providers(providers: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """'cuda,cpu' or ['cuda', 'CPUExecutionProvider'] -> onnxruntime provider names, in order."""
+    if providers is None:
+        return ()
+    items = providers.split(",") if isinstance(providers, str) else list(providers)
+    out = []
+    for item in (str(p).strip() for p in items):
+        if not item:
+            continue
+        if item in PROVIDERS.values():
+            out.append(item)
+            continue
+        key = item.lower().removesuffix("executionprovider")
+        if key not in PROVIDERS:
+            raise unknown_name_error("provider", item, PROVIDERS)
+        out.append(PROVIDERS[key])
+    return tuple(dict.fromkeys(out))
+
+
+def open_backend(path: str | Path, *, backend: str | None = None, num_threads: int | None = None,
+                 providers: str | list[str] | tuple[str, ...] | None = None) -> Backend:
+    """Check `path` and open it with LiteRT or onnxruntime (chosen by `backend` or the file)."""
+    path = Path(path)
+    kind = check_model_file(path, backend)
+    num_threads = check_threads(num_threads)
+    wanted = parse_providers(providers)
+    if kind == "tflite":
+        if any(p != PROVIDERS["cpu"] for p in wanted):
+            raise UserError(f"--providers {','.join(wanted)} applies to .onnx files only; {path.name} runs on "
+                            "LiteRT's CPU (XNNPACK). Drop --providers or use the .onnx file.")
+        return LiteRTBackend(path, num_threads=num_threads)
+    return OnnxBackend(path, num_threads=num_threads, providers=wanted)
+
+
+class LiteRTBackend:
+    """A `.tflite` file on `ai_edge_litert.interpreter.Interpreter` (XNNPACK by default)."""
+
+    name = "litert"
+
+    def __init__(self, path: Path, *, num_threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        buf = self.path.read_bytes()
+        self.metadata = read_tflite_metadata(buf, source=str(self.path))
+        try:
+            self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"LiteRT cannot load {self.path}: {e}. Export it again with `deeplab-edge export`.") from None
+        ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(ins) != 1 or len(outs) != 1:
+            raise UserError(f"{self.path} has {len(ins)} inputs and {len(outs)} outputs; a segmentation model "
+                            "exported by deeplab-edge has one of each.")
+        self._in, self._out = ins[0], outs[0]
+        self.input, self.output = _litert_info(self._in), _litert_info(self._out)
+        self.providers = ("XNNPACK (CPU)",)
+        self.notes: tuple[str, ...] = ()
+        self.num_threads = num_threads
+        self._batch = int(self._in["shape"][0])
+        self._resizable = True
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        n = batch.shape[0]
+        if n != self._batch and self._resizable:
+            try:
+                self._resize(n)
+            except (ValueError, RuntimeError):
+                self._resizable = False
+                self._resize(1)
+        if n != self._batch:  # the graph does not take this batch size: one image at a time
+            return np.concatenate([self._invoke(batch[i:i + 1]) for i in range(n)])
+        return self._invoke(batch)
+
+    def _resize(self, n: int) -> None:
+        self._interp.resize_tensor_input(self._in["index"], [n, *self._in["shape"][1:]], strict=False)
+        self._interp.allocate_tensors()
+        self._batch = n
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        self._interp.set_tensor(self._in["index"], np.ascontiguousarray(batch, dtype=self.input.dtype))
+        self._interp.invoke()
+        return self._interp.get_tensor(self._out["index"]).copy()
+
+
+def _litert_info(d: dict) -> TensorInfo:
+    sig = d.get("shape_signature")
+    shape = tuple(None if int(s) < 0 else int(s) for s in (sig if sig is not None and len(sig) else d["shape"]))
+    scale, zp = d.get("quantization", (0.0, 0))
+    dtype = np.dtype(d["dtype"])
+    quant = dtype.kind in "iu" and scale and scale > 0
+    return TensorInfo(d["name"], shape, dtype, float(scale) if quant else None, int(zp) if quant else None)
+
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+              "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int32)": np.int32,
+              "tensor(int64)": np.int64}
+
+
+class OnnxBackend:
+    """An `.onnx` file on onnxruntime; CUDA only when asked for and available, else CPU."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, *, num_threads: int | None = None, providers: tuple[str, ...] = ()) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only; the converter's deprecation notices are not the user's
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        available = ort.get_available_providers()
+        chosen = [p for p in providers if p in available]
+        missing = [p for p in providers if p not in available]
+        self.notes = tuple(f"{p} was requested but is not available here (available: {', '.join(available)})"
+                           for p in missing)
+        if "CPUExecutionProvider" not in chosen:
+            chosen.append("CPUExecutionProvider")
+        try:
+            # No silent retry (it prints a banner); a file that does not load is a UserError below.
+            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen,
+                                                 enable_fallback=0)
+        except Exception as e:  # onnxruntime raises its own exception types for bad graphs
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"onnxruntime cannot load {self.path}: {first}. Export it again with "
+                            "`deeplab-edge export`.") from None
+        self._session.enable_fallback()  # at run time a failing GPU provider may still fall back to CPU
+        self.providers = tuple(self._session.get_providers())
+        self.num_threads = num_threads
+        custom = self._session.get_modelmeta().custom_metadata_map
+        self.metadata = read_onnx_metadata(custom, source=str(self.path))
+        ins, outs = self._session.get_inputs(), self._session.get_outputs()
+        if len(ins) != 1 or len(outs) < 1:
+            raise UserError(f"{self.path} has {len(ins)} inputs and {len(outs)} outputs; a segmentation model "
+                            "exported by deeplab-edge has one input and one output.")
+        self.input, self.output = _ort_info(ins[0]), _ort_info(outs[0])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=self.input.dtype)
+        return self._session.run([self.output.name], {self.input.name: x})[0]
+
+
+def _ort_info(arg) -> TensorInfo:
+    if arg.type not in _ORT_TYPES:
+        raise UserError(f"Tensor {arg.name!r} has type {arg.type}; supported: {', '.join(_ORT_TYPES)}.")
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+    return TensorInfo(arg.name, shape, np.dtype(_ORT_TYPES[arg.type]))

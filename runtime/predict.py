@@ -1,0 +1,176 @@
+"""Segment files and folders of images with an exported model: `<stem>_mask.png` and `<stem>_overlay.png`.
+
+Every PNG is written under a temporary name and renamed, so a crash never leaves a half-written file.
+A bad image is reported and skipped; the others are still processed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from deeplab_edge.errors import UserError
+
+from .images import iter_images, load_image
+from .predictor import Predictor, load_predictor
+from .timing import TimingSummary, summarize
+from .visualize import class_name, mask_image, overlay_image
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class Written:
+    image: Path
+    mask: Path
+    overlay: Path | None
+    classes: tuple[str, ...]  # names of the classes present in the mask
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    model: Path
+    backend: str
+    providers: tuple[str, ...]
+    out_dir: Path
+    written: tuple[Written, ...]
+    failed: tuple[Failure, ...]
+    timing: TimingSummary
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def failures_text(self) -> str:
+        """The failed images, one line each (each reason names its file)."""
+        return "\n".join([f"{len(self.failed)} image(s) failed:", *(f"  {f.reason}" for f in self.failed)])
+
+    def to_text(self, *, failures: bool = True) -> str:
+        lines = [f"model: {self.model} on {self.backend} ({', '.join(self.providers)})",
+                 *(f"note: {n}" for n in self.notes),
+                 f"wrote {len(self.written)} mask(s)"
+                 f"{' and overlay(s)' if any(w.overlay for w in self.written) else ''} to {self.out_dir}"]
+        if self.written:
+            lines.append(self.timing.to_text())
+        if failures and self.failed:
+            lines.append(self.failures_text())
+        return "\n".join(lines)
+
+
+def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir: str | Path, *,
+                  backend: str | None = None, num_threads: int | None = None,
+                  providers: str | Sequence[str] | None = None, input_size: Sequence[int] | None = None,
+                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                  class_names: str | Sequence[str] | None = None, batch_size: int = 1, overlay: bool = True,
+                  progress: bool | None = None, predictor: Predictor | None = None) -> PredictSummary:
+    """Segment every image in `inputs` (files or folders) and write mask and overlay PNGs to `out_dir`.
+
+    Model and option mistakes raise UserError before any image is read; an unreadable image is recorded
+    in the summary's `failed` and the others go on. `progress=None` shows a bar for more than one image
+    on a terminal (needs tqdm).
+    """
+    paths = iter_images(inputs)
+    out_dir = _prepare_out_dir(Path(out_dir))
+    if predictor is None:
+        predictor = load_predictor(model_path, backend=backend, num_threads=num_threads, providers=providers,
+                                   input_size=input_size, mean=mean, std=std, class_names=class_names,
+                                   batch_size=batch_size)
+    first = len(predictor.timings)
+    stems = _output_stems(paths)
+    written: list[Written] = []
+    failed: list[Failure] = []
+    bar = _progress(len(paths), progress)
+    step = max(1, int(batch_size))
+    for start in range(0, len(paths), step):
+        loaded = []
+        for p in paths[start:start + step]:
+            try:
+                loaded.append((p, load_image(p)))
+            except UserError as e:
+                failed.append(Failure(p, str(e)))
+        if loaded:
+            masks = predictor.predict([img for _, img in loaded])
+            for (p, img), mask in zip(loaded, masks, strict=True):
+                try:
+                    written.append(_write(p, out_dir / stems[p], img, mask, predictor.class_names, overlay))
+                except OSError as e:
+                    failed.append(Failure(p, f"Cannot write the outputs of {p} to {out_dir}: {e.strerror or e}."))
+        if bar is not None:
+            bar.update(len(paths[start:start + step]))
+    if bar is not None:
+        bar.close()
+    b = predictor.backend
+    return PredictSummary(Path(model_path), b.name, tuple(b.providers), out_dir, tuple(written), tuple(failed),
+                          summarize(predictor.timings[first:]), tuple(getattr(b, "notes", ())))
+
+
+def _prepare_out_dir(out_dir: Path) -> Path:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; pass a folder for the mask and overlay PNGs.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"Cannot create the output folder {out_dir}: {e.strerror or e}.") from None
+    if not os.access(out_dir, os.W_OK):
+        raise UserError(f"The output folder {out_dir} is not writable; pass another --out.")
+    return out_dir
+
+
+def _output_stems(paths: list[Path]) -> dict[Path, str]:
+    """Output name stems: the file stem, or stem_suffix / stem_N when two inputs share a stem."""
+    stems: dict[Path, str] = {}
+    used: set[str] = set()
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    for p in paths:
+        stem = p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower() or 'img'}"
+        base, n = stem, 2
+        while stem in used:
+            stem, n = f"{base}_{n}", n + 1
+        used.add(stem)
+        stems[p] = stem
+    return stems
+
+
+def _write(src: Path, stem: Path, image: np.ndarray, mask: np.ndarray, class_names: Sequence[str],
+           overlay: bool) -> Written:
+    mask_path = stem.with_name(f"{stem.name}_mask.png")
+    save_png_atomic(mask_image(mask), mask_path)
+    overlay_path = None
+    if overlay:
+        overlay_path = stem.with_name(f"{stem.name}_overlay.png")
+        save_png_atomic(overlay_image(image, mask, class_names), overlay_path)
+    present = tuple(class_name(class_names, int(v)) for v in np.unique(mask))
+    return Written(src, mask_path, overlay_path, present)
+
+
+def save_png_atomic(im: Image.Image, path: Path) -> None:
+    """Save under a temporary name in the same folder, then rename over `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        im.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _progress(total: int, progress: bool | None):
+    if progress is False or (progress is None and total < 2):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="img", desc="predict", disable=None if progress is None else False)

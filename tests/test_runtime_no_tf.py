@@ -1,0 +1,68 @@
+"""The runtime and `deeplab-edge predict` work where TensorFlow and Keras cannot be imported at all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+import runtime_models as rm  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> rm.RuntimeModels:
+    return rm.get_models(tmp_path_factory.mktemp("runtime_models"))
+
+
+NO_TF_SCRIPT = r"""
+import importlib.abc, json, sys
+
+BLOCKED = {"tensorflow", "tf_keras", "keras"}
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, NoTensorFlow())
+
+import numpy as np
+from PIL import Image
+import deeplab_edge.runtime as runtime
+from deeplab_edge.cli import main
+
+tflite, onnx, image, out = sys.argv[1:5]
+img = runtime.load_image(image)
+masks = {p: runtime.load_predictor(p).predict([img])[0] for p in (tflite, onnx)}
+rc = main(["predict", tflite, image, "--out", out])
+print(json.dumps({
+    "shapes": [list(m.shape) for m in masks.values()],
+    "agree": float(np.mean(masks[tflite] == masks[onnx])),
+    "rc": rc,
+    "blocked": sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED),
+}))
+"""
+
+
+def test_predict_without_tensorflow(models, tmp_path):
+    photo = tmp_path / "coffee.png"
+    Image.fromarray(rm.photos()["coffee"]).save(photo)
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TF_SCRIPT, str(models.tflite), str(models.onnx), str(photo), str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["blocked"] == []  # neither tensorflow nor keras got into sys.modules
+    assert result["shapes"] == [[400, 600], [400, 600]]
+    assert result["agree"] > 0.99
+    assert result["rc"] == 0
+    assert (tmp_path / "out" / "coffee_mask.png").exists()
+    assert np.asarray(Image.open(tmp_path / "out" / "coffee_mask.png")).shape == (400, 600)
