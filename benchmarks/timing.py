@@ -157,6 +157,8 @@ def _ru_maxrss_mb() -> float | None:
 
 def peak_rss_source() -> str:
     """Which counter `peak_rss_mb` reads on this platform."""
+    if _vmhwm_mb() is not None:
+        return "/proc/self/status VmHWM (high-water mark of this process image)"
     if _ru_maxrss_mb() is not None:
         return "resource.getrusage ru_maxrss (process high-water mark)"
     proc = _psutil_process()
@@ -167,14 +169,28 @@ def peak_rss_source() -> str:
     return "unavailable"
 
 
+def _vmhwm_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def peak_rss_mb() -> float | None:
     """Peak resident memory of this process so far, in MiB; see `peak_rss_source()` for the counter.
 
-    Reads the kernel's high-water mark (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) on Linux and
-    macOS, psutil's `peak_wset` on Windows, else psutil's current RSS; None if none is available.
-    psutil has no peak counter on Linux, so the kernel's is preferred everywhere it exists.
+    Linux: `VmHWM` of /proc/self/status, the high-water mark of this process image. (`ru_maxrss`
+    is not used there: it survives fork+exec, so a worker started by a big parent reports the
+    parent's peak; measured here: 6387 MB for every worker of the demo.) Elsewhere the kernel's
+    `ru_maxrss` (macOS), psutil's `peak_wset` (Windows), else psutil's current RSS; None if none.
     """
-    peak = _ru_maxrss_mb()
+    peak = _vmhwm_mb()
+    if peak is None:
+        peak = _ru_maxrss_mb()
     if peak is not None:
         return peak
     proc = _psutil_process()

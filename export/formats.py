@@ -37,8 +37,9 @@ FORMATS: dict[str, ExportFormat] = {
                      "TFLite full-integer: every op int8, calibrated on real images; int8/uint8/float32 I/O"),
         ExportFormat("onnx_fp32", "_fp32.onnx", "onnx", "fp32", frozenset({"opset"}),
                      "ONNX float32 (tf2onnx), dynamic batch"),
-        ExportFormat("onnx_int8", "_int8.onnx", "onnx", "int8", frozenset({"opset", "calibration_count", "per_channel"}),
-                     "ONNX int8 QDQ (onnxruntime static quantisation, per-channel weights)"),
+        ExportFormat("onnx_int8", "_int8.onnx", "onnx", "int8", frozenset({"opset", "calibration_count", "per_channel", "activation_type"}),
+                     "ONNX int8 QDQ (onnxruntime static quantisation, per-channel int8 weights, uint8 or int8 "
+                     "activations)"),
     )
 }
 
@@ -47,6 +48,7 @@ OPTION_HELP = {
     "calibration_count": "number of real training images to calibrate int8 on",
     "opset": "ONNX opset",
     "per_channel": "onnx_int8 per-channel weight scales",
+    "activation_type": "onnx_int8 activation type: uint8 (U8S8, fastest on x86) or int8",
 }
 
 
@@ -79,5 +81,7 @@ def check_options(formats: list[ExportFormat], options: dict) -> None:
                             "add one of those formats.")
     if options.get("io_type") not in (None, "int8", "uint8", "float32"):
         raise UserError(f"io_type must be int8, uint8 or float32; received {options['io_type']!r}.")
+    if options.get("activation_type") not in (None, "uint8", "int8"):
+        raise UserError(f"activation_type must be uint8 or int8; received {options['activation_type']!r}.")
     if options.get("calibration_count") is not None and options["calibration_count"] <= 0:
         raise UserError(f"calibration_count must be positive; received {options['calibration_count']}.")

@@ -54,9 +54,17 @@ def export_onnx(model, out: Path, *, metadata: ModelMetadata, opset: int = DEFAU
     return _save(proto, out)
 
 
+ACTIVATION_TYPES = ("uint8", "int8")
+
+
 def export_onnx_int8(fp32_path: Path, out: Path, *, metadata: ModelMetadata, calibration: Calibration,
-                     per_channel: bool = True) -> Path:
-    """Static int8 QDQ quantisation (per-channel weights) after onnxruntime's pre-processing step."""
+                     per_channel: bool = True, activation_type: str = "uint8") -> Path:
+    """Static QDQ quantisation (int8 per-channel weights) after onnxruntime's pre-processing step.
+
+    Activations default to uint8 (U8S8), the combination onnxruntime's x86 kernels run fastest: with
+    int8 activations the depthwise convs stayed float and the file ran slower than float32 here
+    (4.19 vs 3.75 ms p50; U8S8: 2.68 ms; edge preset, 2 threads, AVX-512 VNNI CPU).
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -73,7 +81,8 @@ def export_onnx_int8(fp32_path: Path, out: Path, *, metadata: ModelMetadata, cal
             quantize_static(
                 str(pre), str(q), calibration.ort_reader(input_name),
                 quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
             )
         except Exception as e:

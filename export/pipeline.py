@@ -153,7 +153,8 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                     onnx_fp32 = export_onnx(graph, Path(tmpdir) / "fp32.onnx", metadata=meta,
                                             opset=options.get("opset") or 17)
                 per_channel = True if options.get("per_channel") is None else bool(options["per_channel"])
-                export_onnx_int8(onnx_fp32, path, metadata=meta, calibration=calibration, per_channel=per_channel)
+                export_onnx_int8(onnx_fp32, path, metadata=meta, calibration=calibration, per_channel=per_channel,
+                                 activation_type=options.get("activation_type") or "uint8")
             seconds = time.perf_counter() - t0
             progress(f"verifying {fmt.name} on {len(ref.images)} images")
             ver = verify_file(path, ref, fmt.precision, thresholds, num_threads=num_threads)

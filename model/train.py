@@ -17,7 +17,7 @@ from deeplab_edge.fileio import write_text_atomic as atomic_write_text
 from ._keras import keras, tf
 from .checkpoint import ModelInfo, load_checkpoint, write_info
 from .data import FolderDataset, load_arrays, make_tf_dataset
-from .deeplab import build_deeplabv3plus
+from .deeplab import build_deeplabv3plus, check_config
 from .losses import IgnoreLabelCrossEntropy, IgnoreLabelMeanIoU
 from .presets import DeepLabConfig
 
@@ -154,7 +154,7 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
         res = self.model.evaluate(self.val_ds, verbose=0, return_dict=True)
         logs.update({f"val_{k}": float(v) for k, v in res.items()})
         if self.verbose:
-            print(f"epoch {epoch + 1}: val_loss {res['loss']:.4f}, val_miou {res['miou']:.4f} "
+            print(f"{chr(10) if self.verbose == 1 else ''}epoch {epoch + 1}: val_loss {res['loss']:.4f}, val_miou {res['miou']:.4f} "
                   f"(after BN recalibration on {self.steps} batches)", flush=True)
 
 
@@ -180,6 +180,7 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
     out.mkdir(parents=True, exist_ok=True)
     if config.num_classes != dataset.num_classes:
         config = config.replace(num_classes=dataset.num_classes)
+    check_config(config)  # a bad size or backbone is refused before any data is decoded
     best_path, last_path, log_path = out / "best.keras", out / "last.keras", out / "log.csv"
     if not settings.resume and (best_path.exists() or last_path.exists()):
         raise UserError(f"{out} already holds a training run. Pass --resume to continue it, or choose another --out.")

@@ -65,6 +65,14 @@ class Predictor:
         """Normalised float32 NHWC at model size -> float logits NHWC (dequantised), or int labels NHW."""
         return self.from_model_output(self.backend.run(self.to_model_input(x)))
 
+    def labels_from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """The file's raw output -> (N, H, W) labels without dequantising: with a positive scale,
+        dequantisation is monotonic, so the argmax of the integers is the argmax of the logits."""
+        info = self.backend.output
+        if self.meta.output == "labels" or not (info.quantized and info.scale > 0):
+            return self.from_model_output(raw)
+        return np.argmax(raw, axis=1 if self.meta.layout == "NCHW" else -1)
+
     def postprocess(self, raw: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         """Logits (N, H, W, C) or labels (N, H, W) -> one label map per image, at its original size."""
         labels = raw if self.meta.output == "labels" or raw.ndim == 3 else np.argmax(raw, axis=-1)
@@ -84,7 +92,7 @@ class Predictor:
             t1 = time.perf_counter_ns()
             raw = self.backend.run(x)
             t2 = time.perf_counter_ns()
-            out += self.postprocess(self.from_model_output(raw), sizes)
+            out += self.postprocess(self.labels_from_raw(raw), sizes)
             t3 = time.perf_counter_ns()
             self.timings.append(StageTiming(len(chunk), t1 - t0, t2 - t1, t3 - t2))
         return out

@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--per-channel", dest="per_channel", action="store_true", default=None,
                    help="onnx_int8 per-channel weights (default on)")
     o.add_argument("--no-per-channel", dest="per_channel", action="store_false")
+    o.add_argument("--activation-type", choices=("uint8", "int8"),
+                   help="onnx_int8 activations (default uint8: U8S8 runs fastest in onnxruntime on x86)")
     v = p.add_argument_group("graph and verification")
     v.add_argument("--head", choices=("logits", "labels"), default="logits",
                    help="logits: float (N,H,W,C) output; labels: argmax inside the model, (N,H,W) int32")
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.export.formats import check_options, resolve_formats
 
     options = {"calibration_count": args.calibration_count, "io_type": args.io_type, "opset": args.opset,
-               "per_channel": args.per_channel}
+               "per_channel": args.per_channel, "activation_type": args.activation_type}
     chosen = resolve_formats(args.formats)
     check_options(chosen, options)  # before any heavy import or work
 

@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
         conv = "separable" if c["separable"] else "plain 3x3"
         print(f"{r['name']:<12} {c['backbone']:<12} {c['alpha']:>5} {c['input_size'][0]:>4}x{c['input_size'][1]:<4} "
               f"{c['output_stride']:>3} {conv:<14} {c['width']:>5} {r['params'] / 1e6:>7.2f}M {r['macs'] / 1e9:>7.3f}")
-    print("\nMACs are multiply-accumulates of conv, depthwise and dense layers at batch 1, at the preset's "
-          "input size\n(21 classes). " + "  ".join(f"{r['name']}: {r['description']}" for r in rows[:0]))
+    print("\nMACs: multiply-accumulates of conv, depthwise and dense layers at batch 1, at the preset's input "
+          "size, 21 classes.")
     for r in rows:
         print(f"  {r['name']}: {r['description']}")
     return 0

@@ -1,0 +1,69 @@
+"""The CLI as a user meets it: help, clear one-line errors with exit 2, and the main job on a tiny budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deeplab_edge.cli import main
+
+
+def test_help_lists_every_command(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    for cmd in ("demo", "train", "eval", "export", "predict", "bench", "profile", "presets"):
+        assert cmd in out
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--preset", "edgy"], "Did you mean: edge"),
+    (["train", "--input-size", "250", "250", "--data", "{folder}", "--epochs", "1"], "nearest valid size 256x256"),
+    (["export", "missing.keras"], "does not exist"),
+    (["export", "x.keras", "--formats", "onnx_fp32", "--io-type", "uint8"], "applies to tflite_int8 only"),
+    (["export", "x.keras", "--formats", "tflite_int9"], "Did you mean: tflite_int8"),
+    (["train", "--data", "/nonexistent/folder"], "does not exist"),
+])
+def test_user_mistakes_are_one_line_errors(argv, needle, capsys, synthetic_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{folder}", str(synthetic_folder)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert needle in last and "Traceback" not in err and last.startswith("error: ")
+
+
+def test_train_eval_export_predict_cli(trained_tiny, synthetic_folder, tmp_path, capsys):
+    run_dir, _ = trained_tiny
+    rc = main(["eval", str(run_dir / "best.keras"), "--data", str(synthetic_folder), "--json", str(tmp_path / "e.json")])
+    assert rc == 0
+    metrics = json.loads((tmp_path / "e.json").read_text())
+    assert metrics["miou"] > 0.3 and len(metrics["per_class_iou"]) == 4
+    out = tmp_path / "exp"
+    rc = main(["export", str(run_dir / "best.keras"), "--data", str(synthetic_folder), "--out", str(out),
+               "--formats", "tflite_fp32", "onnx_int8", "--calibration-count", "16", "--verify-images", "8"])
+    text = capsys.readouterr().out
+    assert rc == 0 and "PASS" in text and (out / "tiny_fp32.tflite").is_file() and (out / "tiny_int8.onnx").is_file()
+    assert main(["export", str(run_dir / "best.keras"), "--data", str(synthetic_folder), "--out", str(out),
+                 "--formats", "tflite_fp32"]) == 2  # exists, no --force
+    assert "--force" in capsys.readouterr().err
+    rc = main(["predict", str(out / "tiny_fp32.tflite"), str(synthetic_folder / "JPEGImages"), "--out",
+               str(tmp_path / "pred")])
+    assert rc == 0 and len(list((tmp_path / "pred").glob("*_overlay.png"))) > 10
+
+
+def test_demo_main_job_on_a_tiny_budget(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DEEPLAB_EDGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "report"
+    rc = main(["demo", "--out", str(out), "--preset", "tiny", "--epochs", "1", "--max-train-images", "64",
+               "--eval-images", "8", "--calibration-count", "16", "--bench-min-time", "0.05"])
+    assert rc == 0
+    md = (out / "report.md").read_text()
+    for needle in ("## Training", "## Export and verification", "## Benchmark", "## Targets", "tflite_int8",
+                   "onnx_int8", "keras_fp32", "## Predictions"):
+        assert needle in md, needle
+    data = json.loads((out / "report.json").read_text())
+    assert len(data["export"]["files"]) == 6 and data["bench"]["rows"]
+    assert list((out / "predictions").glob("*_overlay.png"))
+    assert (out / "bench" / "latency_vs_miou.png").is_file() and (out / "run" / "curves.png").is_file()
+    assert main(["demo", "--out", str(out), "--preset", "tiny"]) == 2  # refuses to clobber without --force
