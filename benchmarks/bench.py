@@ -56,6 +56,9 @@ def targets_from(files: list[Path], keras: Path | None) -> list[Target]:
     """Expand manifest.json entries and plain files into targets; Keras first (the reference)."""
     out: list[Target] = []
     if keras is not None:
+        if not Path(keras).is_file():
+            raise UserError(f"Keras checkpoint {keras} does not exist; pass --keras with the checkpoint the files "
+                            "were exported from, or leave it out (the first float file is then the reference).")
         out.append(Target("keras_fp32", Path(keras), "keras", "keras"))
     for f in files:
         f = Path(f)
@@ -63,18 +66,20 @@ def targets_from(files: list[Path], keras: Path | None) -> list[Target]:
             raise UserError(f"{f} does not exist; pass exported .tflite/.onnx files or an export manifest.json.")
         if f.name == "manifest.json" or f.suffix == ".json":
             try:
-                entries = json.loads(f.read_text())["files"]
-            except (ValueError, KeyError, TypeError):
-                raise UserError(f"{f} is not an export manifest (no 'files' list).") from None
-            for e in entries:
-                path = f.parent / e["file"]
-                out.append(Target(row_name(path, e.get("format")), path, e["backend"],
-                                  "litert" if e["backend"] == "tflite" else "onnxruntime"))
+                for e in json.loads(f.read_text())["files"]:
+                    path = f.parent / e["file"]
+                    out.append(Target(row_name(path, e.get("format")), path, e["backend"],
+                                      "litert" if e["backend"] == "tflite" else "onnxruntime"))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise UserError(f"{f} is not an export manifest (needs a 'files' list of entries with 'file' "
+                                "and 'backend'); pass the manifest.json that `deeplab-edge export` wrote.") from None
         elif f.suffix in (".tflite", ".onnx"):
             kind = f.suffix[1:]
             out.append(Target(row_name(f), f, kind, "litert" if kind == "tflite" else "onnxruntime"))
         else:
             raise UserError(f"Cannot benchmark {f}: expected .tflite, .onnx or an export manifest.json.")
+    if keras is None:  # the reference row comes first: prefer a float32 file
+        out.sort(key=lambda t: not t.name.endswith("fp32"))
     names = [t.name for t in out]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -115,7 +120,10 @@ def _run_worker(target: Target, spec: dict, tmp: Path, settings: BenchSettings) 
     if not out_path.exists():
         tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
         return {"status": "failed", "reason": f"worker died (exit {proc.returncode}): {tail[0][:200]}"}
-    return json.loads(out_path.read_text())
+    try:
+        return json.loads(out_path.read_text())
+    except ValueError:
+        return {"status": "failed", "reason": f"worker wrote an unreadable result (exit {proc.returncode})"}
 
 
 def run_bench(targets: list[Target], images: np.ndarray, masks: np.ndarray, photo: np.ndarray,

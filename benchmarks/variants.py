@@ -3,7 +3,6 @@
 variants: edge design choices (plain vs separable ASPP/decoder, folded vs not, two widths, two
 input sizes), each trained with the same number of training images on the built-in dataset, then
 exported (TFLite fp32/int8, ONNX fp32/int8) and timed side by side in one run.
-presets: latency of every preset at its own input size (random weights: latency only).
 Results are written as Markdown and JSON with the machine, ISA flags, threads and versions.
 """
 
@@ -57,7 +56,7 @@ def time_files(files: dict[str, Path], threads: int, min_time_s: float) -> dict[
     return out
 
 
-def export_four(model, info, out: Path, ds, calib_count: int = 64) -> dict[str, Path]:
+def export_four(model, info, out: Path, ds, calib_count: int = 64) -> tuple[dict, dict]:
     from deeplab_edge.commands.export_common import calibration_and_verification
     from deeplab_edge.export.formats import resolve_formats
     from deeplab_edge.export.pipeline import export_all
@@ -85,7 +84,7 @@ def run_variants(out_md: Path, *, train_images: int, threads: int, min_time_s: f
     rows, trained = [], {}
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-variants-") as tmp:
         for v in VARIANTS:
-            if only and v.name not in only:
+            if only and v.name not in only and not any(w.weights_from == v.name for w in VARIANTS if w.name in only):
                 continue
             cfg = base.replace(**v.changes)
             print(f"== {v.name}: {json.dumps(cfg.to_dict())}", flush=True)

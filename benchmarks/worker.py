@@ -96,7 +96,9 @@ def main(argv: list[str]) -> int:
     except Exception as e:  # reported as a failed row, never a crash of the benchmark
         result = {"status": "failed", "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300],
                   "traceback": traceback.format_exc()[-2000:]}
-    Path(argv[1]).write_text(json.dumps(result))
+    from deeplab_edge.fileio import write_text_atomic
+
+    write_text_atomic(argv[1], json.dumps(result))
     return 0
 
 

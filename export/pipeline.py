@@ -132,8 +132,14 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     progress(f"computing Keras reference outputs on {len(verify_images)} held-out images")
     ref = keras_reference(logits_graph, verify_images, verify_masks, class_names)
     # The rebuilt (folded, native-dilation) graph must compute what the checkpoint computes.
-    fold_diff = float(np.abs(ref.logits[:4] - model.predict(verify_images[:4], verbose=0)).max()) \
-        if info is None or input_size in (None, tuple(info.config.input_size)) else None
+    fold_diff = None
+    if info is not None and input_size in (None, tuple(info.config.input_size)):
+        fold_diff = float(np.abs(ref.logits[:4] - model.predict(verify_images[:4], verbose=0)).max())
+        scale = max(1.0, float(np.abs(ref.logits[:4]).max()))
+        if fold_diff > 1e-4 * scale:
+            raise UserError(f"The rebuilt export graph (folded, native dilation) differs from the checkpoint by "
+                            f"{fold_diff:.2e} (logit scale {scale:.1f}); this is a bug: please report it, and "
+                            "export meanwhile with the checkpoint as it is.")
     cost = model_cost(logits_graph)
     results: list[ExportedFile] = []
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-export-") as tmpdir:

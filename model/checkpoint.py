@@ -73,16 +73,19 @@ def _refuse_unsafe_h5(path: Path) -> None:
                         "Refusing to load it; rebuild the model without Lambda layers.")
 
 
-def load_checkpoint(path: str | Path):
-    """Load a `.keras` or `.h5` checkpoint in safe mode. Returns (model, ModelInfo | None)."""
+def load_checkpoint(path: str | Path, *, compile: bool = False):
+    """Load a `.keras` or `.h5` checkpoint in safe mode. Returns (model, ModelInfo | None).
+
+    `compile=True` also restores the optimizer and its state (for resuming training).
+    """
+    path = Path(path)
+    if not path.is_file():  # checked before TensorFlow is imported
+        raise UserError(f"Checkpoint {path} does not exist{' (it is a folder)' if path.is_dir() else ''}. "
+                        "Train one with `deeplab-edge train`, which writes runs/<name>/best.keras.")
     from ._keras import keras
     from .layers import CUSTOM_OBJECTS
     from .losses import IgnoreLabelCrossEntropy, IgnoreLabelMeanIoU
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Checkpoint {path} does not exist. Train one with `deeplab-edge train`, "
-                        "which writes runs/<name>/best.keras.")
     custom = {**CUSTOM_OBJECTS, "IgnoreLabelCrossEntropy": IgnoreLabelCrossEntropy,
               "IgnoreLabelMeanIoU": IgnoreLabelMeanIoU}
     suffix = path.suffix.lower()
@@ -94,7 +97,7 @@ def load_checkpoint(path: str | Path):
     else:
         raise UserError(f"Checkpoint {path} must be a .keras or .h5 file; received suffix {suffix!r}.")
     try:
-        model = keras.models.load_model(path, custom_objects=custom, compile=False, safe_mode=True)
+        model = keras.models.load_model(path, custom_objects=custom, compile=compile, safe_mode=True)
     except ValueError as e:
         if "unsafe" in str(e).lower() or "lambda" in str(e).lower():
             raise UserError(f"{path} needs unsafe deserialisation (it contains Python code, e.g. a Lambda "

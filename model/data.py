@@ -83,7 +83,7 @@ def scan_folder(root: str | Path, *, val_fraction: float = 0.1) -> FolderDataset
     """Find image/mask pairs under `root` in VOC or images/ + masks/ layout, without decoding them."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"Dataset folder {root} does not exist. Pass a folder in PASCAL VOC layout "
+        raise UserError(f"Dataset folder {root} {'is a file, not a folder' if root.exists() else 'does not exist'}. Pass a folder in PASCAL VOC layout "
                         "(JPEGImages/, SegmentationClass/) or with images/ and masks/ subfolders.")
     if (root / "JPEGImages").is_dir() and (root / "SegmentationClass").is_dir():
         layout, img_dir, mask_dir = "voc", root / "JPEGImages", root / "SegmentationClass"

@@ -15,7 +15,7 @@ from deeplab_edge.errors import UserError
 from deeplab_edge.fileio import write_text_atomic as atomic_write_text
 
 from ._keras import keras, tf
-from .checkpoint import ModelInfo, load_checkpoint, write_info
+from .checkpoint import ModelInfo, load_checkpoint, read_info, write_info
 from .data import FolderDataset, load_arrays, make_tf_dataset
 from .deeplab import build_deeplabv3plus, check_config
 from .losses import IgnoreLabelCrossEntropy, IgnoreLabelMeanIoU
@@ -180,11 +180,20 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
     out.mkdir(parents=True, exist_ok=True)
     if config.num_classes != dataset.num_classes:
         config = config.replace(num_classes=dataset.num_classes)
-    check_config(config)  # a bad size or backbone is refused before any data is decoded
     best_path, last_path, log_path = out / "best.keras", out / "last.keras", out / "log.csv"
+    resuming = settings.resume and last_path.exists()
     if not settings.resume and (best_path.exists() or last_path.exists()):
         raise UserError(f"{out} already holds a training run. Pass --resume to continue it, or choose another --out.")
-    tf.keras.utils.set_random_seed(settings.seed) if hasattr(tf.keras, "utils") else None
+    initial_epoch = len(_read_log(log_path)) if resuming else 0
+    if resuming:
+        saved = read_info(last_path)
+        if saved is not None and saved.config != config:
+            diff = {k: v for k, v in saved.config.to_dict().items() if config.to_dict().get(k) != v}
+            raise UserError(f"The run in {out} was trained with {diff}; resume it with the same preset and "
+                            "model flags (or start a new run with another --out).")
+        if initial_epoch >= settings.epochs:
+            raise UserError(f"{out} already ran {initial_epoch} epoch(s) of {settings.epochs}; raise --epochs to go on.")
+    check_config(config)  # a bad size or backbone is refused before any data is decoded
     keras.utils.set_random_seed(settings.seed)
 
     if arrays is None:
@@ -202,39 +211,30 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
     val_ds = make_tf_dataset(vx, vy, batch_size=global_batch, training=False) if len(vx) else None
     steps = settings.steps_per_epoch or max(1, len(tx) // global_batch)
     train_ds = train_ds.repeat()
+    monitor = "val_miou" if val_ds is not None else "miou"
 
-    info = ModelInfo(config=config, class_names=dataset.class_names, preset=preset,
-                     extra={"dataset": str(dataset.root), "layout": dataset.layout})
-    write_info(out, info)
-    initial_epoch, best_before = 0, None
+    if not resuming:
+        write_info(out, ModelInfo(config=config, class_names=dataset.class_names, preset=preset,
+                                  extra={"dataset": str(dataset.root), "layout": dataset.layout}))
+    best_before = None
     with strategy.scope():
-        if settings.resume and last_path.exists():
-            model, _ = load_checkpoint(last_path)
-            rows = _read_log(log_path)
-            initial_epoch = len(rows)
-            vals = [float(r["val_miou"]) for r in rows if r.get("val_miou")]
+        if resuming:
+            # compile=True brings back AdamW's moments and step with the original schedule.
+            model, _ = load_checkpoint(last_path, compile=True)
+            optimizer = model.optimizer
+            vals = [float(r[monitor]) for r in _read_log(log_path) if r.get(monitor)]
             best_before = max(vals) if vals else None
-            opt_state = out / "optimizer_step.json"
-            start_step = json.loads(opt_state.read_text())["step"] if opt_state.is_file() else initial_epoch * steps
         else:
             model = build_deeplabv3plus(config)
-            start_step = 0
             if settings.backbone_weights:
                 load_backbone_weights(model, settings.backbone_weights)
-        total_steps = max(1, settings.epochs * steps)
-        schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, total_steps, alpha=0.02)
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=settings.weight_decay)
+            total_steps = max(1, settings.epochs * steps)
+            schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, total_steps, alpha=0.02)
+            optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=settings.weight_decay)
         model.compile(optimizer=optimizer, loss=IgnoreLabelCrossEntropy(),
                       metrics=[IgnoreLabelMeanIoU(config.num_classes)])
-        if start_step:
-            optimizer.iterations.assign(start_step)
 
-    monitor = "val_miou" if val_ds is not None else "miou"
     timer = _EpochTimer()
-
-    class _SaveStep(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            atomic_write_text(out / "optimizer_step.json", json.dumps({"step": int(optimizer.iterations.numpy())}))
 
     calib_ds = make_tf_dataset(tx, ty, batch_size=global_batch, training=False).shuffle(64, seed=settings.seed)
     callbacks = [
@@ -244,10 +244,7 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
                                         initial_value_threshold=best_before, verbose=0),
         keras.callbacks.ModelCheckpoint(str(last_path), save_best_only=False, verbose=0),
         keras.callbacks.CSVLogger(str(log_path), append=initial_epoch > 0),
-        _SaveStep(),
     ]
-    if initial_epoch >= settings.epochs:
-        raise UserError(f"{out} already ran {initial_epoch} epoch(s) of {settings.epochs}; raise --epochs to go on.")
     t0 = time.perf_counter()
     hist = model.fit(train_ds, epochs=settings.epochs, initial_epoch=initial_epoch,
                      steps_per_epoch=steps, callbacks=callbacks, verbose=settings.verbose)

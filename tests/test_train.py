@@ -39,7 +39,12 @@ def test_refuses_to_overwrite_and_resumes(tmp_path, synthetic, synthetic_folder)
     r = train(cfg, ds, tmp_path / "r", TrainSettings(epochs=2, resume=True, **kw), arrays=synthetic)
     rows = list(csv.DictReader((tmp_path / "r" / "log.csv").open()))
     assert [int(x["epoch"]) for x in rows] == [0, 1] and r.epochs_run == 1
-    assert json.loads((tmp_path / "r" / "optimizer_step.json").read_text())["step"] == 4
+    from deeplab_edge.model.checkpoint import load_checkpoint
+
+    resumed, _ = load_checkpoint(tmp_path / "r" / "last.keras", compile=True)
+    assert int(resumed.optimizer.iterations.numpy()) == 4  # optimizer state came back, not only weights
+    with pytest.raises(UserError, match="resume it with the same preset"):
+        train(cfg.replace(width=16), ds, tmp_path / "r", TrainSettings(epochs=3, resume=True, **kw), arrays=synthetic)
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):

@@ -58,11 +58,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--threads and --eval-images must be positive.")
     files = [Path(f) for f in args.files]
     keras = args.keras
+    targets = targets_from(files, None)  # validates every file and manifest first
     if keras is None:
         for f in files:
-            if f.name == "manifest.json" and f.is_file():
-                keras = json.loads(f.read_text()).get("model", {}).get("checkpoint") or None
-    targets = targets_from(files, Path(keras) if keras else None)
+            if f.name == "manifest.json":
+                named = (json.loads(f.read_text()).get("model") or {}).get("checkpoint")
+                if named and Path(named).is_file():
+                    keras = named
+                elif named:
+                    print(f"note: the checkpoint named in {f} ({named}) is gone; the first float file is the "
+                          "reference row")
+    if keras is not None:
+        targets = targets_from(files, Path(keras))
     first = next((t for t in targets if t.backend != "keras"), None)
     if first is None:
         raise UserError("Pass at least one exported .tflite/.onnx file (or a manifest.json) to benchmark.")

@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from deeplab_edge.errors import UserError
     from deeplab_edge.export.formats import check_options, resolve_formats
 
     options = {"calibration_count": args.calibration_count, "io_type": args.io_type, "opset": args.opset,
@@ -50,7 +51,18 @@ def run(args: argparse.Namespace) -> int:
 
     from .export_common import calibration_and_verification, load_for_export
 
+    if args.input_size and min(args.input_size) <= 0:
+        raise UserError(f"--input-size must be positive; received {args.input_size}.")
+    if args.verify_images <= 0:
+        raise UserError(f"--verify-images must be positive; received {args.verify_images}.")
     model, info, ds, name = load_for_export(args.checkpoint, args.data, args.name)
+    if args.input_size:
+        from deeplab_edge.model.deeplab import check_input_size
+
+        if info is None:
+            raise UserError("This checkpoint has no model_info.json beside it, so it cannot be rebuilt at another "
+                            "input size; drop --input-size.")
+        check_input_size(info.config.replace(input_size=tuple(args.input_size)))
     check_free(args.out, name, chosen, args.force)
     size = tuple(args.input_size) if args.input_size else tuple(model.input_shape[1:3])
     calibration, vx, vy = calibration_and_verification(

@@ -31,9 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.model._keras import KERAS_IMPL
     from deeplab_edge.model.train import TrainSettings, train
 
-    for flag in ("epochs", "batch_size"):
-        if getattr(args, flag) <= 0:
-            raise UserError(f"--{flag.replace('_', '-')} must be positive; received {getattr(args, flag)}.")
+    for flag in ("epochs", "batch_size", "steps_per_epoch", "max_train_images", "lr"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be positive; received {value}.")
     ds = open_dataset(args.data)
     config = config_from_args(args, num_classes=ds.num_classes)
     print(f"keras: {KERAS_IMPL}")
