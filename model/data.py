@@ -127,18 +127,10 @@ def scan_folder(root: str | Path, *, val_fraction: float = 0.1) -> FolderDataset
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An RGB uint8 array from any image file; EXIF rotation applied; clear error if unreadable."""
-    from PIL import ImageOps
+    """An RGB uint8 array from any image file (EXIF rotation applied); the runtime's loader, one implementation."""
+    from deeplab_edge.runtime.images import load_image
 
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                return np.repeat((arr / max(arr.max(), 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"Cannot read image {path}: {e}. Replace or remove the file.") from None
+    return load_image(path)
 
 
 def read_mask(path: Path) -> np.ndarray:

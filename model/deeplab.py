@@ -100,7 +100,8 @@ def build_deeplabv3plus(config: DeepLabConfig, *, name: str = "deeplabv3plus") -
 
 
 def transfer_weights(src: keras.Model, dst: keras.Model) -> int:
-    """Copy weights layer by layer (by name), mapping a 3x3 kernel to its folded centre row/column/tap.
+    """Copy weights layer by layer (by name), mapping a 3x3 kernel to its folded centre row/column/tap
+    (or a folded kernel back to 3x3 with zero taps).
 
     Exact for the folds of `layers.folded_kernel`: the dropped taps only ever multiply padding zeros.
     Returns the number of layers copied; raises if a layer has no counterpart.
@@ -124,12 +125,20 @@ def transfer_weights(src: keras.Model, dst: keras.Model) -> int:
 
 
 def _centre(kernel: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Map a conv kernel onto another spatial size around the centre tap, exactly.
+
+    Smaller target (folding): keep the centre taps, the dropped ones only ever saw padding zeros.
+    Larger target (unfolding a folded checkpoint): embed it with zero taps around, which add nothing.
+    """
+    if kernel.ndim != 4 or len(shape) != 4 or kernel.shape[2:] != tuple(shape[2:]):
+        raise UserError(f"Cannot map a weight of shape {kernel.shape} onto {tuple(shape)}.")
+    out = np.zeros(shape, kernel.dtype)
     kh, kw = kernel.shape[:2]
     th, tw = shape[:2]
-    if kernel.shape[2:] != tuple(shape[2:]) or th > kh or tw > kw:
-        raise UserError(f"Cannot map a kernel of shape {kernel.shape} onto {shape}.")
-    r0, c0 = (kh - th) // 2, (kw - tw) // 2
-    return kernel[r0:r0 + th, c0:c0 + tw]
+    h, w = min(kh, th), min(kw, tw)
+    out[(th - h) // 2:(th - h) // 2 + h, (tw - w) // 2:(tw - w) // 2 + w] = \
+        kernel[(kh - h) // 2:(kh - h) // 2 + h, (kw - w) // 2:(kw - w) // 2 + w]
+    return out
 
 
 def rebuild(model: keras.Model, config: DeepLabConfig, **changes) -> keras.Model:

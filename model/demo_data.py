@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from deeplab_edge.errors import UserError
+from deeplab_edge.runtime.visualize import PALETTE
 
 DEMO_VERSION = 1
 
@@ -38,22 +39,6 @@ class Instance:
     label: int
 
 
-def _palette() -> list[int]:
-    """The PASCAL VOC colour map (bit-interleaved), 256 entries."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
-
-
-PALETTE = _palette()
 
 
 def save_mask(mask: np.ndarray, path: Path) -> None:

@@ -147,7 +147,7 @@ class LiteRTBackend:
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         self._interp.set_tensor(self._in["index"], np.ascontiguousarray(batch, dtype=self.input.dtype))
         self._interp.invoke()
-        return self._interp.get_tensor(self._out["index"]).copy()
+        return self._interp.get_tensor(self._out["index"])  # get_tensor already returns a copy
 
 
 def _litert_info(d: dict) -> TensorInfo:

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 
 def voc_palette() -> list[int]:
-    """The PASCAL VOC colour map (bit-interleaved), 256 RGB entries flattened (as model/demo_data.py)."""
+    """The PASCAL VOC colour map (bit-interleaved), 256 RGB entries flattened (also the demo dataset's mask palette)."""
     pal = []
     for i in range(256):
         r = g = b = 0

@@ -235,3 +235,17 @@ def test_cli_predict_end_to_end(models, photos, tmp_path, capsys):
     rc = main(["predict", str(models.onnx_plain), str(paths[0]), "--out", str(tmp_path / "o2"), "--no-overlay",
                "--input-size", "64", "64", "--mean", *map(str, rm.MEAN), "--std", *map(str, rm.STD)])
     assert rc == 0 and [p.name for p in (tmp_path / "o2").iterdir()] == ["astronaut_mask.png"]
+
+
+def test_argmax_channels_matches_numpy_including_ties():
+    import numpy as np
+
+    from deeplab_edge.runtime.predictor import argmax_channels
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.int8, np.uint8, np.float32):
+        for classes in (2, 13, 21):
+            raw = rng.integers(0, 4, size=(2, 16, 16, classes)).astype(dtype)  # many ties
+            np.testing.assert_array_equal(argmax_channels(raw), np.argmax(raw, axis=-1))
+            nchw = np.ascontiguousarray(raw.transpose(0, 3, 1, 2))
+            np.testing.assert_array_equal(argmax_channels(nchw, axis=1), np.argmax(raw, axis=-1))
