@@ -8,7 +8,6 @@ in a footnote. Files are written atomically: rendered to a temporary file, then 
 from __future__ import annotations
 
 import os
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -63,17 +62,13 @@ def _finish(fig, title: str, report: BenchReport, footnote: str, path: str | os.
 
 
 def _save(fig, path: str | os.PathLike) -> Path:
+    """Save atomically (deeplab_edge.fileio: a temporary name, renamed when complete)."""
+    from deeplab_edge.fileio import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".").lower() or "png"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=DPI)  # the tmp name has no image suffix: pass the format
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -118,10 +118,11 @@ def plot_curves(log_csv: Path, out_png: Path) -> Path | None:
     b.set(title="mean IoU", xlabel="epoch", ylabel="mIoU (%)")
     b.legend()
     fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.name}.tmp")
-    fig.savefig(tmp, format="png")
+    from deeplab_edge.fileio import atomic_path
+
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, out_png)
     return out_png
 
 
@@ -143,9 +144,12 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
         self.verbose = verbose
         self._fn = None
 
+    def _forward(self, x):
+        return self.model(x, training=True)
+
     def on_epoch_end(self, epoch, logs=None):
         if self._fn is None:
-            self._fn = tf.function(lambda x: self.model(x, training=True))
+            self._fn = tf.function(tf.autograph.experimental.do_not_convert(self._forward))
         for _ in range(self.steps):
             x, _ = next(self.calib_iter)
             self._fn(x)
