@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/deeplab-edge demo --out report
+	$(BIN)/deeplab-edge demo --out report --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
