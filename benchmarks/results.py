@@ -43,14 +43,9 @@ def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temporary name in the same folder, then rename)."""
-    return write_bytes_atomic(path, data)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 `text` to `path` atomically."""
-    return write_text_atomic(path, text)
+# Atomic writes live in deeplab_edge.fileio; these names stay importable from here.
+atomic_write_bytes = write_bytes_atomic
+atomic_write_text = write_text_atomic
 
 
 @dataclass(frozen=True, kw_only=True)

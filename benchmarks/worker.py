@@ -30,7 +30,7 @@ def _keras_runner(spec: dict):
 
     model, _ = load_checkpoint(spec["file"])
     fn = tf.function(lambda x: model(x, training=False))
-    return lambda x: fn(tf.constant(x)).numpy(), lambda x: x
+    return lambda x: fn(tf.constant(x)).numpy()
 
 
 def _file_runner(spec: dict):
@@ -56,7 +56,7 @@ def run(spec: dict) -> dict:
     loop = dict(warmup=spec["warmup"], min_runs=spec["min_runs"], min_time_s=spec["min_time_s"])
     x1 = images[:1]
     if spec["backend"] == "keras":
-        infer, _ = _keras_runner(spec)
+        infer = _keras_runner(spec)
         lat = latency_stats(time_callable(lambda: infer(x1), **loop))
         outputs = np.concatenate([infer(images[i:i + 8]) for i in range(0, len(images), 8)])
         pre_ms = post_ms = None
