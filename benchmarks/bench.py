@@ -80,11 +80,22 @@ def targets_from(files: list[Path], keras: Path | None) -> list[Target]:
             raise UserError(f"Cannot benchmark {f}: expected .tflite, .onnx or an export manifest.json.")
     if keras is None:  # the reference row comes first: prefer a float32 file
         out.sort(key=lambda t: not t.name.endswith("fp32"))
-    names = [t.name for t in out]
-    dupes = {n for n in names if names.count(n) > 1}
+    return _distinct_names(out)
+
+
+def _distinct_names(targets: list[Target]) -> list[Target]:
+    """Rows of different models whose short names collide get longer ones: kind_stem, then folder/kind_stem."""
+    from dataclasses import replace
+
+    for longer in (lambda t: f"{t.format}_{t.file.stem}", lambda t: f"{t.file.parent.name}/{t.format}_{t.file.stem}"):
+        names = [t.name for t in targets]
+        targets = [replace(t, name=longer(t)) if names.count(t.name) > 1 and t.backend != "keras" else t
+                   for t in targets]
+    names = [t.name for t in targets]
+    dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise UserError(f"Two files map to the same row name {sorted(dupes)}; give them distinct names.")
-    return out
+        raise UserError(f"The same file is listed twice ({', '.join(dupes)}); pass each file once.")
+    return targets
 
 
 def gpu_targets(targets: list[Target], settings: BenchSettings) -> tuple[list[Target], list[BenchRow]]:
@@ -126,25 +137,52 @@ def _run_worker(target: Target, spec: dict, tmp: Path, settings: BenchSettings) 
         return {"status": "failed", "reason": f"worker wrote an unreadable result (exit {proc.returncode})"}
 
 
-def run_bench(targets: list[Target], images: np.ndarray, masks: np.ndarray, photo: np.ndarray,
-              num_classes: int, settings: BenchSettings, *, progress=print, eval_note: str = "") -> BenchReport:
-    """Benchmark every target. The first target is the float reference for agreement and mIoU drop."""
+@dataclass(frozen=True)
+class EvalSet:
+    """Validation images (RGB uint8, all one size) with their masks, for the rows that can be scored."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    num_classes: int
+    note: str = ""
+
+
+def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray, settings: BenchSettings, *,
+              progress=print, flags: dict | None = None, latency_only: dict[str, str] | None = None,
+              keras_norm: tuple | None = None) -> BenchReport:
+    """Benchmark every target, each in its own worker process.
+
+    Rows named in `latency_only` (name -> reason), or all rows when `eval_set` is None, are timed but not
+    scored. The first scored target is the reference for agreement and mIoU drop. `flags` are
+    `load_predictor` keywords for files that do not describe themselves (--mean, --std, ...).
+    """
     if not targets:
         raise UserError("Nothing to benchmark: pass .tflite/.onnx files, a manifest.json, or --keras.")
+    latency_only = dict(latency_only or {})
+    if eval_set is None:
+        latency_only = {t.name: latency_only.get(t.name, "no evaluation set") for t in targets}
     gpu_run, rows = gpu_targets(targets, settings)
     all_targets = targets + gpu_run
     rows_by_name: dict[str, BenchRow] = {}
+    scored = [t.name for t in targets if t.name not in latency_only]
+    ref_name = scored[0] if scored else None
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-bench-") as tmpdir:
         tmp = Path(tmpdir)
         npz = tmp / "eval.npz"
-        np.savez(npz, images=images.astype(np.float32), masks=masks, photo=photo)
-        ref_name = targets[0].name
+        arrays = {"photo": photo}
+        if eval_set is not None:
+            arrays.update(images=eval_set.images, masks=eval_set.masks)
+        np.savez(npz, **arrays)
         for i, t in enumerate(all_targets):
+            base = t.name.removesuffix("_gpu") if t.device == "gpu" else t.name
+            evaluate = base not in latency_only
             progress(f"[{i + 1}/{len(all_targets)}] {t.name} ({t.backend}, {t.device}, {settings.threads} threads)")
             spec = {"file": str(t.file), "backend": t.backend, "device": t.device, "threads": settings.threads,
-                    "eval_npz": str(npz), "num_classes": num_classes, "warmup": settings.warmup,
-                    "min_runs": settings.min_runs, "min_time_s": settings.min_time_s,
-                    "labels_out": str(tmp / "ref_labels.npy") if i == 0 else None}
+                    "eval_npz": str(npz), "evaluate": evaluate,
+                    "num_classes": eval_set.num_classes if eval_set is not None else None,
+                    "warmup": settings.warmup, "min_runs": settings.min_runs, "min_time_s": settings.min_time_s,
+                    "flags": dict(flags or {}), "keras_norm": keras_norm,
+                    "labels_out": str(tmp / "ref_labels.npy") if t.name == ref_name else None}
             res = _run_worker(t, spec, tmp, settings)
             size_mb = (t.file.stat().st_size / 2**20) if t.file.is_file() else None
             common = dict(name=t.name, format=t.format, backend=t.backend, device=t.device, threads=settings.threads,
@@ -153,22 +191,29 @@ def run_bench(targets: list[Target], images: np.ndarray, masks: np.ndarray, phot
                 rows_by_name[t.name] = BenchRow.failed(reason=res["reason"], **common)
                 progress(f"      failed: {res['reason']}")
                 continue
-            if i == 0:  # later rows compare their argmax with the reference's
+            if t.name == ref_name:  # later rows compare their labels with the reference's
                 data = dict(np.load(npz))
                 data["ref_labels"] = np.load(tmp / "ref_labels.npy")
                 np.savez(npz, **data)
+            notes = list(res.get("notes") or [])
+            if not evaluate:
+                notes.insert(0, f"latency only, mIoU not measured: {latency_only[base]}")
             rows_by_name[t.name] = BenchRow(latency=LatencyStats.from_dict(res["latency"]), pre_ms=res["pre_ms"],
                                             post_ms=res["post_ms"], peak_rss_mb=res["peak_rss_mb"], miou=res["miou"],
                                             pixel_acc=res["pixel_acc"],
-                                            agreement=1.0 if i == 0 else res["agreement"], **common)
+                                            agreement=1.0 if t.name == ref_name else res["agreement"],
+                                            note="; ".join(notes), **common)
             r = rows_by_name[t.name]
-            progress(f"      p50 {r.latency.p50_ms:.2f} ms, mIoU {100 * r.miou:.1f}%")
+            miou = f"mIoU {100 * r.miou:.1f}%" if r.miou is not None else "latency only"
+            progress(f"      p50 {r.latency.p50_ms:.2f} ms, {miou}")
     ordered = [rows_by_name[t.name] for t in all_targets if t.name in rows_by_name] + rows
-    if rows_by_name.get(ref_name) and rows_by_name[ref_name].ok:
+    if ref_name and rows_by_name.get(ref_name) and rows_by_name[ref_name].ok:
         ordered = add_miou_drop(ordered, ref_name)
     machine = machine_info()
-    bench_settings = {**settings.to_dict(), "eval_images": int(len(images)), "input_size": list(images.shape[1:3]),
-                      "reference": ref_name, "eval": eval_note,
+    size = list(eval_set.images.shape[1:3]) if eval_set is not None else None
+    bench_settings = {**settings.to_dict(), "eval_images": int(len(eval_set.images)) if eval_set is not None else 0,
+                      "input_size": size, "reference": ref_name, "eval": eval_set.note if eval_set is not None else
+                      "none (latency only)",
                       "latency": "batch 1, inference only (interpreter invoke / session run), monotonic clock",
                       "pre_post": "one real photo at its own size: resize+normalise(+quantise), argmax+resize back"}
     return BenchReport(rows=tuple(ordered), machine=machine, settings=bench_settings)

@@ -109,6 +109,7 @@ def _one_line(text: str) -> str:
 def _notes(report: BenchReport) -> tuple[list[str], list[str]]:
     """(skipped/failed lines, outlier lines)."""
     not_run = [f"{r.name} ({r.status}): {_one_line(r.reason)}" for r in report.rows if not r.ok]
+    not_run += [f"{r.name}: {_one_line(r.note)}" for r in report.rows if r.ok and r.note]
     outliers = [f"{r.name}: {r.latency.outlier_note}" for r in report.rows if r.latency and r.latency.outliers]
     return not_run, outliers
 
@@ -131,7 +132,7 @@ def to_markdown(report: BenchReport) -> str:
     lines += ["", LEGEND]
     not_run, outliers = _notes(report)
     if not_run:
-        lines += ["", "Skipped or failed:", ""] + [f"- {esc(s)}" for s in not_run]
+        lines += ["", "Skipped, failed or latency only:", ""] + [f"- {esc(s)}" for s in not_run]
     if outliers:
         lines += ["", "Outlier runs (included in the statistics):", ""] + [f"- {esc(s)}" for s in outliers]
     return "\n".join(lines) + "\n"

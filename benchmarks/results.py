@@ -68,6 +68,7 @@ class BenchRow:
         miou, pixel_acc: on the evaluation images, fractions 0..1.
         agreement: fraction 0..1 of pixels whose argmax equals the float reference model's.
         miou_drop: reference mIoU minus this row's, in percentage points (0.8 = 0.8 points worse).
+        note: why an ok row has no accuracy figures (latency only), or what was inferred about the file.
     """
 
     name: str
@@ -87,6 +88,7 @@ class BenchRow:
     pixel_acc: float | None = None
     agreement: float | None = None
     miou_drop: float | None = None
+    note: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):

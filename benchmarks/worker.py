@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 
 def _keras_runner(spec: dict):
@@ -28,9 +29,11 @@ def _keras_runner(spec: dict):
         tf.config.set_visible_devices([], "GPU")
     from deeplab_edge.model.checkpoint import load_checkpoint
 
-    model, _ = load_checkpoint(spec["file"])
+    model, info = load_checkpoint(spec["file"])
     fn = tf.function(lambda x: model(x, training=False))
-    return lambda x: fn(tf.constant(x)).numpy()
+    mean, std = (info.mean, info.std) if info is not None else spec["keras_norm"]
+    size = tuple(model.input_shape[1:3])
+    return (lambda x: fn(tf.constant(x)).numpy()), size, np.float32(mean), np.float32(std)
 
 
 def _file_runner(spec: dict):
@@ -38,7 +41,7 @@ def _file_runner(spec: dict):
 
     providers = ("cuda",) if spec.get("device") == "gpu" else ("cpu",)
     pred = load_predictor(spec["file"], num_threads=spec.get("threads"),
-                          providers=providers if spec["backend"] == "onnxruntime" else None)
+                          providers=providers if spec["backend"] == "onnxruntime" else None, **(spec.get("flags") or {}))
     if spec.get("device") == "gpu" and "CUDAExecutionProvider" not in (getattr(pred.backend, "providers", ()) or ()):
         raise RuntimeError("onnxruntime did not enable CUDAExecutionProvider")
     return pred
@@ -50,19 +53,32 @@ def run(spec: dict) -> dict:
     from deeplab_edge.metrics import agreement, segmentation_metrics
 
     data = np.load(spec["eval_npz"])
-    images, masks = data["images"], data["masks"]
     ref = data["ref_labels"] if "ref_labels" in data else None
     photo = data["photo"]
+    evaluate = bool(spec.get("evaluate")) and "images" in data
     loop = dict(warmup=spec["warmup"], min_runs=spec["min_runs"], min_time_s=spec["min_time_s"])
-    x1 = images[:1]
+    notes: list[str] = []
     if spec["backend"] == "keras":
-        infer = _keras_runner(spec)
+        infer, size, mean, std = _keras_runner(spec)
+
+        def normalise(images: np.ndarray) -> np.ndarray:
+            if images.shape[1:3] != size:
+                images = np.stack([np.asarray(Image.fromarray(im).resize(size[::-1], Image.BILINEAR)) for im in images])
+            return (images.astype(np.float32) - mean) / std
+
+        x1 = normalise(photo[None])
         lat = latency_stats(time_callable(lambda: infer(x1), **loop))
-        outputs = np.concatenate([infer(images[i:i + 8]) for i in range(0, len(images), 8)])
         pre_ms = post_ms = None
+        if evaluate:
+            images = data["images"]
+            logits = np.concatenate([infer(normalise(images[i:i + 8])) for i in range(0, len(images), 8)])
+            labels = logits.argmax(-1).astype(np.uint8)
+            if labels.shape[1:] != images.shape[1:3]:
+                labels = np.stack([np.asarray(Image.fromarray(lab).resize(images.shape[2:0:-1], Image.NEAREST))
+                                   for lab in labels])
     else:
         pred = _file_runner(spec)
-        model_in = pred.to_model_input(x1)
+        model_in = pred.to_model_input(pred.preprocess([photo])[0])
         lat = latency_stats(time_callable(lambda: pred.backend.run(model_in), **loop))
         # Pre/post-processing of a real photo at its own size, timed apart from inference.
         # The same three stages as Predictor.predict: pre = resize + normalise + quantise; post = argmax on
@@ -71,15 +87,17 @@ def run(spec: dict) -> dict:
                                          lambda y: pred.postprocess(pred.labels_from_raw(y), [photo.shape[:2]]),
                                          warmup=2, min_runs=10, min_time_s=min(1.0, spec["min_time_s"])))
         pre_ms, post_ms = stages.pre_ms, stages.post_ms
-        outputs = np.concatenate([pred.run_normalized(images[i:i + 1]) for i in range(len(images))])
-    labels = outputs if outputs.ndim == 3 else outputs.argmax(-1)
-    m = segmentation_metrics(masks, labels, int(spec["num_classes"]))
-    return {
-        "latency": lat.to_dict(), "pre_ms": pre_ms, "post_ms": post_ms, "peak_rss_mb": peak_rss_mb(),
-        "miou": m.miou, "pixel_acc": m.pixel_accuracy,
-        "agreement": agreement(labels, ref) if ref is not None else None,
-        "labels_npy": _save_labels(labels, spec),
-    }
+        if evaluate:
+            labels = np.stack(pred.predict(list(data["images"])))
+        notes = list(pred.notes)
+    out = {"latency": lat.to_dict(), "pre_ms": pre_ms, "post_ms": post_ms, "peak_rss_mb": peak_rss_mb(),
+           "miou": None, "pixel_acc": None, "agreement": None, "labels_npy": None, "notes": notes}
+    if evaluate:
+        m = segmentation_metrics(data["masks"], labels, int(spec["num_classes"]))
+        out.update(miou=m.miou, pixel_acc=m.pixel_accuracy,
+                   agreement=agreement(labels, ref) if ref is not None else None,
+                   labels_npy=_save_labels(labels, spec))
+    return out
 
 
 def _save_labels(labels: np.ndarray, spec: dict) -> str | None:

@@ -10,10 +10,12 @@ from pathlib import Path
 from deeplab_edge.errors import UserError
 from deeplab_edge.fileio import write_bytes_atomic
 from deeplab_edge.model._keras import tf
-from deeplab_edge.runtime.metadata import ModelMetadata, write_tflite_metadata
+from deeplab_edge.runtime.metadata import METADATA_KEY, ModelMetadata, write_tflite_entries
+from deeplab_edge.runtime.standard_metadata import ENTRY_NAME, attach_labels, build_standard_metadata
 
 from .calibration import Calibration
 
+LABELS_FILE = "labels.txt"
 IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
 
 
@@ -60,7 +62,23 @@ def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, 
 def export_tflite(model, out: Path, *, metadata: ModelMetadata, mode: str,
                   calibration: Calibration | None = None, io_type: str = "int8") -> Path:
     data = convert_tflite(model, mode, calibration=calibration, io_type=io_type)
-    return write_bytes_atomic(out, write_tflite_metadata(data, metadata))
+    return write_bytes_atomic(out, with_metadata(data, metadata, channels=int(model.output_shape[-1])))
+
+
+def with_metadata(data: bytes, meta: ModelMetadata, *, channels: int) -> bytes:
+    """The file with our metadata entry, plus, for score outputs, the standard TFLite metadata that phone
+    clients read (normalisation, labels file, the segmenter's activation) and the labels file itself."""
+    if meta.output == "labels":
+        return write_tflite_entries(data, {METADATA_KEY: meta.to_json().encode()})
+    one_channel = channels == 1
+    activation = {"logits": "sigmoid" if one_channel else "softmax", "probabilities": "none"}[meta.output]
+    standard = build_standard_metadata(
+        name=f"deeplab-edge {meta.preset or 'segmenter'} ({meta.variant})".replace(" ()", ""),
+        description=f"Semantic segmentation, {len(meta.class_names)} classes, {meta.input_size[0]}x{meta.input_size[1]} "
+                    "RGB input.", mean=meta.mean, std=meta.std, class_names=meta.class_names,
+        activation=activation, labels_file=LABELS_FILE, version=meta.version)
+    data = write_tflite_entries(data, {METADATA_KEY: meta.to_json().encode(), ENTRY_NAME: standard})
+    return attach_labels(data, LABELS_FILE, meta.class_names)
 
 
 def op_histogram(path_or_bytes) -> dict[str, int]:

@@ -13,10 +13,11 @@ from typing import Protocol
 
 import numpy as np
 
-from deeplab_edge.errors import UserError, unknown_name_error
+from deeplab_edge.errors import UserError, did_you_mean, unknown_name_error
 
 from .files import check_model_file
 from .metadata import ModelMetadata, read_onnx_metadata, read_tflite_metadata
+from .standard_metadata import StandardMetadata, read_standard_metadata, tflite_output_activation
 
 # --providers spellings -> onnxruntime execution provider names.
 PROVIDERS = {
@@ -50,7 +51,10 @@ class Backend(Protocol):
     path: Path
     input: TensorInfo
     output: TensorInfo
+    outputs: tuple[TensorInfo, ...]  # all of the file's outputs; `output` is the one used
     metadata: ModelMetadata | None
+    standard: StandardMetadata | None  # the standard TFLite metadata (TFLite files only)
+    activation: str | None  # "sigmoid" / "softmax" when the graph's last op applies one, else None
     providers: tuple[str, ...]
     notes: tuple[str, ...]
 
@@ -85,8 +89,11 @@ def parse_providers(providers: str | list[str] | tuple[str, ...] | None) -> tupl
 
 
 def open_backend(path: str | Path, *, backend: str | None = None, num_threads: int | None = None,
-                 providers: str | list[str] | tuple[str, ...] | None = None) -> Backend:
-    """Check `path` and open it with LiteRT or onnxruntime (chosen by `backend` or the file)."""
+                 providers: str | list[str] | tuple[str, ...] | None = None, output: str | None = None) -> Backend:
+    """Check `path` and open it with LiteRT or onnxruntime (chosen by `backend` or the file).
+
+    `output` names the output tensor to use when the file has several (default: the first).
+    """
     path = Path(path)
     kind = check_model_file(path, backend)
     num_threads = check_threads(num_threads)
@@ -95,8 +102,24 @@ def open_backend(path: str | Path, *, backend: str | None = None, num_threads: i
         if any(p != PROVIDERS["cpu"] for p in wanted):
             raise UserError(f"--providers {','.join(wanted)} applies to .onnx files only; {path.name} runs on "
                             "LiteRT's CPU (XNNPACK). Drop --providers or use the .onnx file.")
-        return LiteRTBackend(path, num_threads=num_threads)
-    return OnnxBackend(path, num_threads=num_threads, providers=wanted)
+        return LiteRTBackend(path, num_threads=num_threads, output=output)
+    return OnnxBackend(path, num_threads=num_threads, providers=wanted, output=output)
+
+
+def choose_output(path: Path, outputs: list[TensorInfo], wanted: str | None, n_inputs: int) -> int:
+    """Index of the output to use: `wanted` by name, else the first. Several inputs are refused."""
+    if n_inputs != 1:
+        raise UserError(f"{path} has {n_inputs} inputs; a segmentation model takes one image input. "
+                        "Export a graph with a single (N, H, W, 3) or (N, 3, H, W) input.")
+    if not outputs:
+        raise UserError(f"{path} has no outputs.")
+    if wanted is None:
+        return 0
+    names = [o.name for o in outputs]
+    if wanted not in names:
+        raise UserError(f"{path} has no output named {wanted!r}.{did_you_mean(wanted, names)} "
+                        f"Its outputs: {', '.join(names)}.")
+    return names.index(wanted)
 
 
 class LiteRTBackend:
@@ -104,45 +127,45 @@ class LiteRTBackend:
 
     name = "litert"
 
-    def __init__(self, path: Path, *, num_threads: int | None = None) -> None:
+    def __init__(self, path: Path, *, num_threads: int | None = None, output: str | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
         buf = self.path.read_bytes()
         self.metadata = read_tflite_metadata(buf, source=str(self.path))
+        self.standard = read_standard_metadata(buf, source=str(self.path))
         try:
             self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise UserError(f"LiteRT cannot load {self.path}: {e}. Export it again with `deeplab-edge export`.") from None
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
-        if len(ins) != 1 or len(outs) != 1:
-            raise UserError(f"{self.path} has {len(ins)} inputs and {len(outs)} outputs; a segmentation model "
-                            "exported by deeplab-edge has one of each.")
-        self._in, self._out = ins[0], outs[0]
-        self.input, self.output = _litert_info(self._in), _litert_info(self._out)
+        self.outputs = tuple(_litert_info(o) for o in outs)
+        k = choose_output(self.path, list(self.outputs), output, len(ins))
+        self._in, self._out = ins[0], outs[k]
+        self.input, self.output = _litert_info(self._in), self.outputs[k]
+        self.activation = tflite_output_activation(buf, int(self._out["index"]))
         self.providers = ("XNNPACK (CPU)",)
         self.notes: tuple[str, ...] = ()
         self.num_threads = num_threads
-        self._batch = int(self._in["shape"][0])
-        self._resizable = True
+        self._shape = tuple(int(v) for v in self._in["shape"])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        n = batch.shape[0]
-        if n != self._batch and self._resizable:
+        if tuple(batch.shape) != self._shape:
             try:
-                self._resize(n)
-            except (ValueError, RuntimeError):
-                self._resizable = False
-                self._resize(1)
-        if n != self._batch:  # the graph does not take this batch size: one image at a time
-            return np.concatenate([self._invoke(batch[i:i + 1]) for i in range(n)])
+                self._resize(tuple(batch.shape))
+            except (ValueError, RuntimeError) as e:
+                if batch.shape[1:] != self._shape[1:]:
+                    raise UserError(f"{self.path} takes inputs of shape {self._shape}; it cannot be resized to "
+                                    f"{tuple(batch.shape)} ({e}).") from None
+                # The graph does not take this batch size: one image at a time.
+                return np.concatenate([self.run(batch[i:i + 1]) for i in range(batch.shape[0])])
         return self._invoke(batch)
 
-    def _resize(self, n: int) -> None:
-        self._interp.resize_tensor_input(self._in["index"], [n, *self._in["shape"][1:]], strict=False)
+    def _resize(self, shape: tuple[int, ...]) -> None:
+        self._interp.resize_tensor_input(self._in["index"], list(shape), strict=False)
         self._interp.allocate_tensors()
-        self._batch = n
+        self._shape = shape
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         self._interp.set_tensor(self._in["index"], np.ascontiguousarray(batch, dtype=self.input.dtype))
@@ -169,7 +192,8 @@ class OnnxBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, *, num_threads: int | None = None, providers: tuple[str, ...] = ()) -> None:
+    def __init__(self, path: Path, *, num_threads: int | None = None, providers: tuple[str, ...] = (),
+                 output: str | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -197,18 +221,24 @@ class OnnxBackend:
         self.num_threads = num_threads
         custom = self._session.get_modelmeta().custom_metadata_map
         self.metadata = read_onnx_metadata(custom, source=str(self.path))
+        self.standard = None
         ins, outs = self._session.get_inputs(), self._session.get_outputs()
-        if len(ins) != 1 or len(outs) < 1:
-            raise UserError(f"{self.path} has {len(ins)} inputs and {len(outs)} outputs; a segmentation model "
-                            "exported by deeplab-edge has one input and one output.")
-        self.input, self.output = _ort_info(ins[0]), _ort_info(outs[0])
+        self.outputs = tuple(_ort_info(o, strict=False) for o in outs)
+        k = choose_output(self.path, list(self.outputs), output, len(ins))
+        self.input, self.output = _ort_info(ins[0]), _ort_info(outs[k])
+        self.activation = None  # onnxruntime does not expose the graph; the predictor looks at the values
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=self.input.dtype)
         return self._session.run([self.output.name], {self.input.name: x})[0]
 
 
-def _ort_info(arg) -> TensorInfo:
+def _ort_info(arg, *, strict: bool = True) -> TensorInfo:
+    """onnxruntime's NodeArg -> TensorInfo; a type the runtime cannot use is an error when `strict`
+    (the input and the chosen output), else kept as an object dtype (side outputs nobody reads)."""
+    if arg.type not in _ORT_TYPES and not strict:
+        return TensorInfo(arg.name, tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape),
+                          np.dtype(object))
     if arg.type not in _ORT_TYPES:
         raise UserError(f"Tensor {arg.name!r} has type {arg.type}; supported: {', '.join(_ORT_TYPES)}.")
     shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)

@@ -129,11 +129,11 @@ def _check(buf: bytes, kind: str, path: Path) -> str:
 # --- TFLite ---------------------------------------------------------------------------------------
 
 
-class _Bad(Exception):
+class FlatbufferError(Exception):
     pass
 
 
-class _FlatReader:
+class FlatReader:
     """Reads flatbuffer tables and vectors, refusing any position outside the buffer."""
 
     def __init__(self, buf: bytes) -> None:
@@ -143,7 +143,7 @@ class _FlatReader:
     def _get(self, fmt: str, pos: int):
         size = struct.calcsize(fmt)
         if pos < 0 or pos + size > self.n:
-            raise _Bad(f"a field at byte {pos} lies outside the file ({self.n} bytes)")
+            raise FlatbufferError(f"a field at byte {pos} lies outside the file ({self.n} bytes)")
         return struct.unpack_from(fmt, self.buf, pos)[0]
 
     def indirect(self, pos: int) -> int:
@@ -153,7 +153,7 @@ class _FlatReader:
         vtable = pos - self._get("<i", pos)
         vt_size, obj_size = self._get("<H", vtable), self._get("<H", vtable + 2)
         if vt_size < 4 or vt_size % 2 or vtable + vt_size > self.n or pos + obj_size > self.n:
-            raise _Bad(f"a table at byte {pos} has a broken vtable or runs past the end of the file")
+            raise FlatbufferError(f"a table at byte {pos} has a broken vtable or runs past the end of the file")
         return pos
 
     def field(self, table: int, slot: int) -> int | None:
@@ -177,7 +177,7 @@ class _FlatReader:
         length = self._get("<I", vec)
         start = vec + 4
         if start + length * elem_size > self.n:
-            raise _Bad(f"a vector of {length} items at byte {vec} runs past the end of the file")
+            raise FlatbufferError(f"a vector of {length} items at byte {vec} runs past the end of the file")
         return start, length
 
     def tables(self, table: int, slot: int) -> list[int]:
@@ -193,7 +193,7 @@ def check_tflite_bytes(buf: bytes) -> str | None:
     """None for a structurally sound TFLite flatbuffer, else a short description of the first problem."""
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         return "the TFLite file identifier 'TFL3' is missing at bytes 4..8"
-    r = _FlatReader(buf)
+    r = FlatReader(buf)
     try:
         model = r.table(r.indirect(0))
         buffers = r.tables(model, 12)
@@ -229,7 +229,7 @@ def check_tflite_bytes(buf: bytes) -> str | None:
             r.vector(m, 4, 1)  # name
             if r.scalar(m, 6, "<I") >= len(buffers):
                 return "a metadata entry refers to a buffer that does not exist"
-    except _Bad as e:
+    except FlatbufferError as e:
         return str(e)
     except (struct.error, IndexError, ValueError, OverflowError, RecursionError) as e:
         return f"unreadable flatbuffer ({type(e).__name__}: {e})"
@@ -245,7 +245,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(buf):
-            raise _Bad("a varint runs past the end of the file")
+            raise FlatbufferError("a varint runs past the end of the file")
         byte = buf[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -253,19 +253,19 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             return value, pos
         shift += 7
         if shift > 63:
-            raise _Bad("a varint is longer than 10 bytes")
+            raise FlatbufferError("a varint is longer than 10 bytes")
 
 
 def _onnx_fields(buf: bytes) -> set[int]:
-    """Walk the top-level protobuf fields of a ModelProto; raise _Bad on anything malformed."""
+    """Walk the top-level protobuf fields of a ModelProto; raise FlatbufferError on anything malformed."""
     pos, seen = 0, set()
     while pos < len(buf):
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
         if number == 0 or wire not in (0, 1, 2, 5):
-            raise _Bad(f"byte {pos} does not start a protobuf field")
+            raise FlatbufferError(f"byte {pos} does not start a protobuf field")
         if number in _ONNX_FIELDS and _ONNX_FIELDS[number] != wire:
-            raise _Bad(f"ModelProto field {number} has the wrong wire type")
+            raise FlatbufferError(f"ModelProto field {number} has the wrong wire type")
         if wire == 0:
             _, pos = _varint(buf, pos)
         elif wire == 1:
@@ -276,7 +276,7 @@ def _onnx_fields(buf: bytes) -> set[int]:
             length, pos = _varint(buf, pos)
             pos += length
         if pos > len(buf):
-            raise _Bad(f"field {number} runs past the end of the file ({len(buf)} bytes)")
+            raise FlatbufferError(f"field {number} runs past the end of the file ({len(buf)} bytes)")
         seen.add(number)
     return seen
 
@@ -284,7 +284,7 @@ def _onnx_fields(buf: bytes) -> set[int]:
 def _looks_like_onnx(buf: bytes) -> bool:
     try:
         fields = _onnx_fields(buf)  # fast: length-delimited fields are skipped, not parsed
-    except _Bad:
+    except FlatbufferError:
         return False
     return 1 in fields and bool(fields & {7, 8})
 
@@ -295,7 +295,7 @@ def check_onnx_bytes(buf: bytes) -> str | None:
         return "it is a TFLite flatbuffer"
     try:
         fields = _onnx_fields(buf)
-    except _Bad as e:
+    except FlatbufferError as e:
         return str(e)
     if 1 not in fields:
         return "the ModelProto has no ir_version"

@@ -16,6 +16,7 @@ from deeplab_edge.errors import UserError
 
 METADATA_KEY = "deeplab_edge"
 FORMAT_TAG = "deeplab-edge/1"
+OUTPUT_KINDS = ("logits", "probabilities", "labels")
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,10 @@ class ModelMetadata:
     """Everything a runtime needs to use a file with no other file beside it.
 
     Pixels are normalised as (pixel - mean) / std, pixel in [0, 255], RGB channel order.
-    `output` is "logits" (N, H, W, C float) or "labels" (N, H, W int, argmax inside the model).
+    `output` is "logits" or "probabilities" (N, H, W, C scores; argmax over C) or "labels" (N, H, W int,
+    argmax inside the model). A one-channel score output is a foreground score: class 1 where the
+    probability (sigmoid of a logit) is at least `threshold`, with class names (background, foreground).
+    `output_layout` is the score output's layout (NHWC or NCHW; "" = the input's `layout`).
     """
 
     class_names: tuple[str, ...]
@@ -32,6 +36,8 @@ class ModelMetadata:
     std: tuple[float, float, float] = (127.5, 127.5, 127.5)
     layout: str = "NHWC"
     output: str = "logits"
+    threshold: float = 0.5
+    output_layout: str = ""
     preset: str = ""
     variant: str = ""  # export format name, e.g. "tflite_int8"
     version: str = ""
@@ -46,14 +52,22 @@ class ModelMetadata:
             raise UserError(f"input_size must be (height, width) > 0; received {self.input_size}.")
         if self.layout not in ("NHWC", "NCHW"):
             raise UserError(f"layout must be NHWC or NCHW; received {self.layout!r}.")
-        if self.output not in ("logits", "labels"):
-            raise UserError(f"output must be 'logits' or 'labels'; received {self.output!r}.")
+        if self.output not in OUTPUT_KINDS:
+            raise UserError(f"output must be one of {', '.join(OUTPUT_KINDS)}; received {self.output!r}.")
+        if self.output_layout not in ("", "NHWC", "NCHW"):
+            raise UserError(f"output_layout must be NHWC or NCHW; received {self.output_layout!r}.")
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise UserError(f"threshold must lie strictly between 0 and 1; received {self.threshold!r}.")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise UserError(f"mean and std need 3 values each, std > 0; received mean={self.mean}, std={self.std}.")
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def scores_layout(self) -> str:
+        return self.output_layout or self.layout
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -78,44 +92,40 @@ class ModelMetadata:
             raise UserError(f"The deeplab-edge metadata in {source} is malformed ({e}).") from None
 
 
-def _tflite_module():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
 def read_tflite_metadata(buf: bytes, *, source: str = "file") -> ModelMetadata | None:
     """The metadata of a TFLite flatbuffer, or None when it carries none. `buf` must be validated first."""
-    schema = _tflite_module()
-    model = schema.Model.GetRootAs(buf, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() == METADATA_KEY.encode():
-            buffer = model.Buffers(entry.Buffer())
-            data = buffer.DataAsNumpy()
-            if not isinstance(data, int):
-                return ModelMetadata.from_json(data.tobytes(), source=source)
-            if buffer.Offset() > 1 and buffer.Size():  # stored after the flatbuffer (files over 2 GB)
-                return ModelMetadata.from_json(bytes(buf[buffer.Offset():buffer.Offset() + buffer.Size()]),
-                                               source=source)
-            raise UserError(f"The deeplab-edge metadata buffer in {source} is empty.")
-    return None
+    from .standard_metadata import metadata_entry
+
+    data = metadata_entry(buf, METADATA_KEY)
+    if data is None:
+        return None
+    if not data:
+        raise UserError(f"The deeplab-edge metadata buffer in {source} is empty.")
+    return ModelMetadata.from_json(data, source=source)
 
 
 def write_tflite_metadata(buf: bytes, meta: ModelMetadata) -> bytes:
     """Return a copy of a TFLite flatbuffer with `meta` stored (replacing any earlier entry)."""
+    return write_tflite_entries(buf, {METADATA_KEY: meta.to_json().encode()})
+
+
+def write_tflite_entries(buf: bytes, entries: dict[str, bytes]) -> bytes:
+    """Return a copy of a TFLite flatbuffer with each named metadata entry stored (replacing earlier ones).
+    Anything appended after the flatbuffer (a zip of associated files) is dropped."""
+    from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
-    schema = _tflite_module()
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(buf))
-    model.metadata = [m for m in (model.metadata or []) if (m.name or b"") not in (METADATA_KEY, METADATA_KEY.encode())]
-    buffer = schema.BufferT()
-    buffer.data = list(meta.to_json().encode())
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_KEY
-    entry.buffer = len(model.buffers) - 1
-    model.metadata.append(entry)
+    names = {n for name in entries for n in (name, name.encode())}
+    model.metadata = [m for m in (model.metadata or []) if (m.name or b"") not in names]
+    for name, data in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = list(data)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 

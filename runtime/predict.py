@@ -72,7 +72,8 @@ def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir:
                   providers: str | Sequence[str] | None = None, input_size: Sequence[int] | None = None,
                   mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                   class_names: str | Sequence[str] | None = None, batch_size: int = 1, overlay: bool = True,
-                  progress: bool | None = None, predictor: Predictor | None = None) -> PredictSummary:
+                  progress: bool | None = None, predictor: Predictor | None = None, threshold: float | None = None,
+                  output: str | None = None, output_kind: str | None = None) -> PredictSummary:
     """Segment every image in `inputs` (files or folders) and write mask and overlay PNGs to `out_dir`.
 
     Model and option mistakes raise UserError before any image is read; an unreadable image is recorded
@@ -84,8 +85,9 @@ def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir:
     if predictor is None:
         predictor = load_predictor(model_path, backend=backend, num_threads=num_threads, providers=providers,
                                    input_size=input_size, mean=mean, std=std, class_names=class_names,
-                                   batch_size=batch_size)
-    first = len(predictor.timings)
+                                   batch_size=batch_size, threshold=threshold, output=output,
+                                   output_kind=output_kind)
+    predictor.timings.clear()  # the summary covers this call
     stems = _output_stems(paths)
     written: list[Written] = []
     failed: list[Failure] = []
@@ -111,7 +113,7 @@ def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir:
         bar.close()
     b = predictor.backend
     return PredictSummary(Path(model_path), b.name, tuple(b.providers), out_dir, tuple(written), tuple(failed),
-                          summarize(predictor.timings[first:]), tuple(getattr(b, "notes", ())))
+                          summarize(predictor.timings), (*getattr(b, "notes", ()), *predictor.notes))
 
 
 def _prepare_out_dir(out_dir: Path) -> Path:

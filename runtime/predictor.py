@@ -9,8 +9,9 @@ back to the image's own size (nearest neighbour).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +20,26 @@ from PIL import Image
 from deeplab_edge.errors import UserError
 
 from .backends import Backend, TensorInfo, open_backend
-from .metadata import ModelMetadata
+from .metadata import OUTPUT_KINDS, ModelMetadata
 from .timing import StageTiming, TimingSummary, summarize
 
+TIMINGS_KEPT = 10_000  # per-batch timings kept for `timing_summary` (bounded in streaming use)
 METADATA_FLAGS = "--input-size H W --mean R G B --std R G B"
 
 
 class Predictor:
-    """A model file ready to segment images; records per-stage timings of every `predict` call."""
+    """A model file ready to segment images; keeps per-stage timings of its latest `predict` calls."""
 
-    def __init__(self, backend: Backend, meta: ModelMetadata, *, batch_size: int = 8) -> None:
+    def __init__(self, backend: Backend, meta: ModelMetadata, *, batch_size: int = 8,
+                 notes: Sequence[str] = (), detect_scores: bool = False) -> None:
         if int(batch_size) < 1:
             raise UserError(f"batch_size must be at least 1; received {batch_size}.")
         self.backend = backend
         self.meta = meta
         self.batch_size = int(batch_size)
-        self.timings: list[StageTiming] = []
+        self.timings: deque[StageTiming] = deque(maxlen=TIMINGS_KEPT)
+        self.notes: list[str] = list(notes)
+        self._detect_scores = detect_scores  # one-channel output of unknown kind: decided on the first output
         self._mean = np.asarray(meta.mean, np.float32)
         self._std = np.asarray(meta.std, np.float32)
 
@@ -45,6 +50,10 @@ class Predictor:
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.meta.class_names
+
+    @property
+    def _channel_axis(self) -> int:
+        return 1 if self.meta.scores_layout == "NCHW" else -1
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """RGB uint8 images -> (normalised float32 NHWC batch at model size, original (h, w) sizes)."""
@@ -68,20 +77,54 @@ class Predictor:
         return batch, sizes
 
     def run_normalized(self, x: np.ndarray) -> np.ndarray:
-        """Normalised float32 NHWC at model size -> float logits NHWC (dequantised), or int labels NHW."""
+        """Normalised float32 NHWC at model size -> the file's scores as float32 NHWC (dequantised, at the
+        output's own resolution), or int labels NHW for a labels output."""
         return self.from_model_output(self.backend.run(self.to_model_input(x)))
 
-    def labels_from_raw(self, raw: np.ndarray) -> np.ndarray:
-        """The file's raw output -> (N, H, W) labels without dequantising: with a positive scale,
-        dequantisation is monotonic, so the argmax of the integers is the argmax of the logits."""
-        info = self.backend.output
-        if self.meta.output == "labels" or not (info.quantized and info.scale > 0):
-            return self.from_model_output(raw)
-        return argmax_channels(raw, axis=1 if self.meta.layout == "NCHW" else -1)
+    def labels_normalized(self, x: np.ndarray) -> np.ndarray:
+        """Normalised float32 NHWC at model size -> (N, H, W) label maps at model size."""
+        return self.labels_from_raw(self.backend.run(self.to_model_input(x)))
 
-    def postprocess(self, raw: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """Logits (N, H, W, C) or labels (N, H, W) -> one label map per image, at its original size."""
-        labels = raw if self.meta.output == "labels" or raw.ndim == 3 else np.argmax(raw, axis=-1)
+    def labels_from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """The file's raw output -> (N, H, W) labels at the model's input size.
+
+        Several classes: argmax (on the raw integers of a quantised output: with a positive scale the
+        dequantisation is monotonic). One channel: foreground where the probability >= threshold.
+        A score output smaller than the input (e.g. stride 4) is upsampled bilinearly first.
+        """
+        if self.meta.output == "labels":
+            return self._labels_to_input_size(self.from_model_output(raw))
+        info, axis = self.backend.output, self._channel_axis
+        channels = raw.shape[axis]
+        hw = raw.shape[2:4] if axis == 1 else raw.shape[1:3]
+        if channels == 1 or tuple(hw) != tuple(self.input_size):
+            scores = self.from_model_output(raw)  # float32 NHWC
+            if tuple(hw) != tuple(self.input_size):
+                scores = resize_bilinear(scores, self.input_size)
+            return self._threshold(scores[..., 0]) if channels == 1 else scores.argmax(-1)
+        if info.quantized and info.scale > 0:
+            return argmax_channels(raw, axis=axis)
+        return np.argmax(raw, axis=axis)
+
+    def _threshold(self, scores: np.ndarray) -> np.ndarray:
+        if self._detect_scores:
+            self._detect_scores = False
+            lo, hi = float(scores.min(initial=0.0)), float(scores.max(initial=0.0))
+            kind = "probabilities" if lo >= 0.0 and hi <= 1.0 else "logits"
+            self.meta = replace(self.meta, output=kind)
+            self.notes.append(f"the one-channel output read as foreground {kind[:-1] if kind == 'logits' else 'probability'} "
+                              f"(values {lo:.3g}..{hi:.3g} on the first image); pass --output-kind to say otherwise")
+        t = self.meta.threshold
+        cut = np.float32(t if self.meta.output == "probabilities" else np.log(t / (1.0 - t)))
+        return (scores >= cut).astype(np.uint8)
+
+    def _labels_to_input_size(self, labels: np.ndarray) -> np.ndarray:
+        if labels.shape[1:3] == tuple(self.input_size):
+            return labels
+        return np.stack([resize_nearest(lab, self.input_size) for lab in labels])
+
+    def postprocess(self, labels: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """(N, H, W) labels at model size -> one label map per image, at its original size (nearest)."""
         dtype = np.uint8 if max(self.meta.num_classes, int(labels.max(initial=0)) + 1) <= 256 else np.int32
         return [resize_nearest(labels[i].astype(dtype, copy=False), size) for i, size in enumerate(sizes)]
 
@@ -118,12 +161,14 @@ class Predictor:
         return quantize(x, self.backend.input)
 
     def from_model_output(self, raw: np.ndarray) -> np.ndarray:
-        """The file's raw output -> float32 NHWC logits (dequantised), or int64 NHW labels."""
+        """The file's raw output -> float32 NHWC scores (dequantised), or int64 NHW labels."""
         if self.meta.output == "labels":
             labels = raw.astype(np.int64, copy=False)
-            return labels[..., 0] if labels.ndim == 4 and labels.shape[-1] == 1 else labels
+            if labels.ndim == 4:
+                labels = labels[:, 0] if self.meta.scores_layout == "NCHW" else labels[..., 0]
+            return labels
         y = dequantize(raw, self.backend.output)
-        if self.meta.layout == "NCHW":
+        if self.meta.scores_layout == "NCHW":
             y = y.transpose(0, 2, 3, 1)
         return y
 
@@ -176,6 +221,18 @@ def dequantize(y: np.ndarray, info: TensorInfo) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
+def resize_bilinear(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize (half-pixel centres, as TF's and Pillow's) of float NHWC scores to (h, w)."""
+    h, w = size
+    n, _, _, c = scores.shape
+    out = np.empty((n, h, w, c), np.float32)
+    for i in range(n):
+        for k in range(c):
+            plane = Image.fromarray(np.ascontiguousarray(scores[i, :, :, k], dtype=np.float32))
+            out[i, :, :, k] = np.asarray(plane.resize((w, h), Image.BILINEAR))
+    return out
+
+
 def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a label map to (h, w) with Pillow, as training resizes masks."""
     h, w = size
@@ -190,57 +247,175 @@ def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def load_predictor(path: str | Path, *, backend: str | None = None, num_threads: int | None = None,
                    providers: str | Sequence[str] | None = None, input_size: Sequence[int] | None = None,
                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                   class_names: str | Sequence[str] | None = None, batch_size: int = 8) -> Predictor:
+                   class_names: str | Sequence[str] | None = None, batch_size: int = 8,
+                   threshold: float | None = None, output: str | None = None,
+                   output_kind: str | None = None) -> Predictor:
     """Open a `.tflite` / `.onnx` file and build its Predictor.
 
-    The file's own metadata says how to pre- and post-process; the keyword arguments override it, and
-    are required (input size when the file's is dynamic, mean and std) for a file without metadata.
+    How to pre- and post-process comes from, in order: the keyword arguments, the file's deeplab-edge
+    metadata, its standard TFLite metadata (normalisation, labels, activation), and what the file's
+    tensors show (layout, size, quantisation). A file that leaves the normalisation unknown needs
+    `mean` and `std`; one with a dynamic spatial size needs `input_size`.
+    `output` picks an output tensor by name (default the first); `output_kind` (logits, probabilities,
+    labels) says what it holds when the file does not.
     """
-    opened = open_backend(path, backend=backend, num_threads=num_threads, providers=providers)
-    meta = resolve_metadata(opened, input_size=input_size, mean=mean, std=std, class_names=class_names)
-    return Predictor(opened, meta, batch_size=batch_size)
+    opened = open_backend(path, backend=backend, num_threads=num_threads, providers=providers, output=output)
+    resolved = resolve_metadata(opened, input_size=input_size, mean=mean, std=std, class_names=class_names,
+                                threshold=threshold, output_kind=output_kind)
+    return Predictor(opened, resolved.meta, batch_size=batch_size, notes=resolved.notes,
+                     detect_scores=resolved.detect_scores)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The metadata a predictor uses, what was inferred (notes), and whether the kind of a one-channel
+    output is still to be read off its first values."""
+
+    meta: ModelMetadata
+    notes: tuple[str, ...] = ()
+    detect_scores: bool = False
 
 
 def resolve_metadata(backend: Backend, *, input_size: Sequence[int] | None = None,
                      mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                     class_names: str | Sequence[str] | None = None) -> ModelMetadata:
-    """The file's metadata with the caller's overrides, checked against the file's tensors."""
-    meta = backend.metadata
+                     class_names: str | Sequence[str] | None = None, threshold: float | None = None,
+                     output_kind: str | None = None) -> Resolved:
+    """The metadata to use for `backend`'s file: flags over our metadata over the standard TFLite
+    metadata over what the tensors show, checked against the file's tensors."""
+    ours, std_meta = backend.metadata, getattr(backend, "standard", None)
     names = _parse_names(class_names)
-    layout = meta.layout if meta else _guess_layout(backend.input.shape)
+    notes: list[str] = []
+    if output_kind is not None and output_kind not in OUTPUT_KINDS:
+        raise UserError(f"--output-kind must be one of {', '.join(OUTPUT_KINDS)}; received {output_kind!r}.")
+    if threshold is not None and not 0.0 < float(threshold) < 1.0:
+        raise UserError(f"--threshold must lie strictly between 0 and 1; received {threshold}.")
+    layout = ours.layout if ours else _guess_layout(backend.input.shape)
     model_hw = _model_hw(backend.input.shape, layout)
-    channels = _num_channels(backend.output, layout)
-    if meta is None:
-        size = tuple(input_size) if input_size is not None else model_hw
-        missing = []
-        if size is None:
-            missing.append("the input size (--input-size H W)")
-        if mean is None or std is None:
-            missing.append("the normalisation (--mean R G B --std R G B)")
-        if missing:
-            raise UserError(
-                f"{backend.path} carries no deeplab-edge metadata, so {' and '.join(missing)} must be given: "
-                f"pass {METADATA_FLAGS} (e.g. --mean 127.5 127.5 127.5 --std 127.5 127.5 127.5 for a model "
-                "trained on pixels scaled to [-1, 1]), or re-export the file with `deeplab-edge export`."
-            )
-        output = "labels" if len(backend.output.shape) == 3 or (
-            backend.output.dtype.kind in "iu" and not backend.output.quantized) else "logits"
-        if not names:
-            names = tuple(f"class_{i}" for i in range(channels or 0)) if output == "logits" else ()
-        meta = ModelMetadata(class_names=names, input_size=size, mean=mean, std=std, layout=layout, output=output)
-    else:
-        changes = {k: v for k, v in (("input_size", input_size), ("mean", mean), ("std", std),
-                                     ("class_names", names)) if v is not None and v != ()}
-        if changes:
-            meta = replace(meta, **changes)
+    out_layout = ours.scores_layout if ours else _output_layout(backend.output.shape, layout)
+    channels = _num_channels(backend.output, out_layout)
+    kind, detect = _output_kind(backend, ours, std_meta, channels, output_kind, notes)
+    # Input size: flags, else the file's static size, else our metadata (dynamic files).
+    size = tuple(input_size) if input_size is not None else (model_hw or (ours.input_size if ours else None))
+    # Normalisation: flags, else ours, else the standard metadata, else what an integer input implies.
+    norm_mean, norm_std = mean, std
+    if norm_mean is None or norm_std is None:
+        found = _normalisation(backend, ours, std_meta, notes)
+        if found is not None:
+            norm_mean = norm_mean if norm_mean is not None else found[0]
+            norm_std = norm_std if norm_std is not None else found[1]
+    missing = []
+    if size is None:
+        missing.append("its input size (--input-size H W; the file's spatial size is dynamic)")
+    if norm_mean is None or norm_std is None:
+        missing.append("its normalisation (--mean R G B --std R G B)")
+    if missing:
+        raise UserError(
+            f"{backend.path} carries no deeplab-edge metadata and no standard TFLite metadata that gives "
+            f"{' and '.join(missing)}: pass {METADATA_FLAGS} (e.g. --mean 127.5 127.5 127.5 --std 127.5 127.5 "
+            "127.5 for a model trained on pixels scaled to [-1, 1], --mean 0 0 0 --std 255 255 255 for [0, 1]), "
+            "or export the model with `deeplab-edge export`, which stores them in the file.")
+    names = names or (ours.class_names if ours else ()) or _standard_labels(std_meta, channels) or \
+        _default_names(kind, channels)
+    base = ours or ModelMetadata(class_names=names or ("class_0",), input_size=size, mean=_three(norm_mean),
+                                 std=_three(norm_std), layout=layout)
+    meta = replace(base, class_names=names or base.class_names, input_size=tuple(size), mean=_three(norm_mean),
+                   std=_three(norm_std), output=kind, output_layout=out_layout,
+                   threshold=float(threshold) if threshold is not None else base.threshold)
     if model_hw is not None and meta.input_size != model_hw:
         raise UserError(f"{backend.path} takes {model_hw[0]}x{model_hw[1]} inputs; received input size "
                         f"{meta.input_size[0]}x{meta.input_size[1]}. Drop --input-size or pass "
                         f"--input-size {model_hw[0]} {model_hw[1]}.")
-    if meta.output == "logits" and channels and meta.class_names and len(meta.class_names) != channels:
-        raise UserError(f"{backend.path} outputs {channels} classes but {len(meta.class_names)} class names "
-                        f"were given ({', '.join(meta.class_names)}); pass {channels} names to --class-names.")
-    return meta
+    classes = 2 if channels == 1 else channels
+    if kind != "labels" and classes and len(meta.class_names) != classes:
+        raise UserError(f"{backend.path} outputs {classes} classes{' (one foreground channel)' if channels == 1 else ''}"
+                        f" but {len(meta.class_names)} class names were given ({', '.join(meta.class_names)}); "
+                        f"pass {classes} names to --class-names.")
+    return Resolved(meta, tuple(notes), detect)
+
+
+def _three(values: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(float(v) for v in values)
+    return values * 3 if len(values) == 1 else values
+
+
+def _output_layout(shape: tuple[int | None, ...], layout: str) -> str:
+    """The score output's layout: the axis (1 or 3) that is clearly the smaller is the channel axis."""
+    if len(shape) != 4:
+        return layout
+    a, b = shape[1], shape[3]
+    if a is not None and b is not None and a != b:
+        return "NCHW" if a < b else "NHWC"
+    if (a is None) != (b is None):
+        return "NCHW" if b is None else "NHWC"
+    return layout
+
+
+def _output_kind(backend: Backend, ours: ModelMetadata | None, std_meta, channels: int | None,
+                 flag: str | None, notes: list[str]) -> tuple[str, bool]:
+    """(output kind, decide-on-first-values) for the chosen output."""
+    if flag is not None:
+        return flag, False
+    if ours is not None:
+        return ours.output, False
+    info = backend.output
+    if len(info.shape) == 3 or (info.dtype.kind in "iu" and not info.quantized):
+        return "labels", False
+    if channels != 1:
+        return ("probabilities" if backend.activation == "softmax" else "logits"), False
+    # One foreground channel: probability or logit matters for the threshold.
+    activation = std_meta.activation if std_meta is not None else None
+    if activation == "sigmoid":  # the client is told to apply a sigmoid: the file gives logits
+        notes.append("the one-channel output holds logits (the file's segmenter metadata asks for a sigmoid)")
+        return "logits", False
+    if backend.activation == "sigmoid":
+        notes.append("the one-channel output holds probabilities (the graph ends in a sigmoid)")
+        return "probabilities", False
+    if activation == "none":
+        notes.append("the one-channel output holds probabilities (the file's segmenter metadata applies none)")
+        return "probabilities", False
+    return "probabilities", True
+
+
+def _normalisation(backend: Backend, ours: ModelMetadata | None, std_meta,
+                   notes: list[str]) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    if ours is not None:
+        return ours.mean, ours.std
+    if std_meta is not None and std_meta.mean is not None and std_meta.std is not None:
+        notes.append(f"normalisation from the file's standard TFLite metadata: mean {_fmt(std_meta.mean)}, "
+                     f"std {_fmt(std_meta.std)}")
+        return std_meta.mean, std_meta.std
+    info = backend.input
+    if info.dtype == np.uint8 or info.dtype == np.int8:
+        # An integer input takes pixels as they are (uint8) or shifted by 128 (int8); its quantisation then
+        # says what the graph sees: (q - zero_point) * scale.
+        shift = 128.0 if info.dtype == np.int8 else 0.0
+        if info.quantized:
+            mean, std = shift + info.zero_point, 1.0 / info.scale
+            notes.append(f"the {info.dtype} input takes pixels as they are; its quantisation realises "
+                         f"(pixel - {mean:g}) / {std:.4g}")
+        else:
+            mean, std = shift, 1.0
+            notes.append(f"the {info.dtype} input takes raw pixels (no normalisation)")
+        return (mean,) * 3, (std,) * 3
+    return None
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "/".join(f"{v:g}" for v in values)
+
+
+def _standard_labels(std_meta, channels: int | None) -> tuple[str, ...]:
+    labels = tuple(std_meta.labels) if std_meta is not None and std_meta.labels else ()
+    expected = 2 if channels == 1 else channels
+    return labels if labels and (expected is None or len(labels) == expected) else ()
+
+
+def _default_names(kind: str, channels: int | None) -> tuple[str, ...]:
+    if kind == "labels" or not channels:
+        return ()
+    if channels == 1:
+        return ("background", "foreground")
+    return tuple(f"class_{i}" for i in range(channels))
 
 
 def _parse_names(class_names: str | Sequence[str] | None) -> tuple[str, ...]:

@@ -48,3 +48,29 @@ def open_dataset(path: str | None, *, progress: bool = True):
     if path is None:
         return scan_folder(demo_dataset(progress=progress))
     return scan_folder(path)
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """How to read a .tflite/.onnx file that does not say it itself (shared by predict and bench)."""
+    g = p.add_argument_group("reading a file without metadata (each overrides what the file says)")
+    g.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="model input size (needed when the file's spatial size is dynamic)")
+    g.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="normalisation mean on 0..255 pixels: (pixel - mean) / std")
+    g.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="normalisation std on 0..255 pixels (e.g. 255 255 255 for [0, 1] inputs)")
+    g.add_argument("--class-names", default=None, metavar="a,b,c",
+                   help="comma-separated class names (default: the file's, else class_0, class_1, ...)")
+    g.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="one-channel outputs: foreground where the probability >= P (default 0.5)")
+    g.add_argument("--output", default=None, metavar="NAME",
+                   help="the output tensor to use when the file has several (default: the first)")
+    g.add_argument("--output-kind", choices=("logits", "probabilities", "labels"), default=None,
+                   help="what the output holds, when the file does not say (one-channel outputs: logits are "
+                        "thresholded at logit(P), probabilities at P)")
+
+
+def model_flags(args: argparse.Namespace) -> dict:
+    """The keyword arguments of `load_predictor` that `add_model_flags` defines."""
+    return {"input_size": args.input_size, "mean": args.mean, "std": args.std, "class_names": args.class_names,
+            "threshold": args.threshold, "output": args.output, "output_kind": args.output_kind}

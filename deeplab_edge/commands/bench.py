@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_data_arg
+from ._common import add_data_arg, add_model_flags, model_flags, open_dataset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,31 +22,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: GPU rows where onnxruntime has CUDA, listed as skipped otherwise")
     p.add_argument("--out", default="bench", help="folder for bench.json, bench.md and plots (default bench/)")
     p.add_argument("--budget", metavar="FILE", help="JSON limits; exit 1 naming each broken limit")
+    add_model_flags(p)
 
 
-def load_eval(data: str | None, size: tuple[int, int], count: int, mean, std):
-    """Validation images (normalised as the files say), masks, and one real photo for pre/post timing."""
-    import numpy as np
+def _file_of(targets, name: str) -> str:
+    return next((str(t.file) for t in targets if t.name == name), name)
 
+
+def load_eval(ds, size: tuple[int, int], count: int):
+    """Validation images of `ds` as RGB uint8 at `size`, their masks, and one real photo for pre/post timing."""
     from deeplab_edge.errors import UserError
     from deeplab_edge.model.data import load_arrays, read_image
 
-    from ._common import open_dataset
-
-    ds = open_dataset(data)
     if not ds.val:
         raise UserError(f"{ds.root} has no validation images to evaluate on.")
     images, masks = load_arrays(ds.val[:count], size, ds.num_classes)
-    norm = (images.astype(np.float32) - np.float32(mean)) / np.float32(std)
     photos = sorted((ds.root / "photos").glob("*.jpg")) if (ds.root / "photos").is_dir() else []
     photo = read_image(photos[0] if photos else ds.val[0].image)
-    return norm, masks, photo, ds
+    return images, masks, photo
+
+
+def synthetic_photo(h: int = 480, w: int = 640):
+    """A deterministic 480x640 RGB image (smooth gradients plus noise) for pre/post timing without data."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (h + w)], axis=-1)
+    return np.clip(base + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from deeplab_edge.benchmarks.bench import BenchSettings, run_bench, targets_from
+    from deeplab_edge.benchmarks.bench import BenchSettings, EvalSet, run_bench, targets_from
     from deeplab_edge.benchmarks.budget import check_budget, format_violations, load_budget
     from deeplab_edge.benchmarks.plots import plot_latency_bars, plot_latency_vs_miou
     from deeplab_edge.benchmarks.report import to_terminal, write_markdown
@@ -70,16 +79,38 @@ def run(args: argparse.Namespace) -> int:
                           "reference row")
     if keras is not None:
         targets = targets_from(files, Path(keras))
-    first = next((t for t in targets if t.backend != "keras"), None)
-    if first is None:
+    flags = model_flags(args)
+    opened = {t.name: load_predictor(t.file, **flags) for t in targets if t.backend != "keras"}
+    if not opened:
         raise UserError("Pass at least one exported .tflite/.onnx file (or a manifest.json) to benchmark.")
-    meta = load_predictor(first.file).meta
-    images, masks, photo, ds = load_eval(args.data, meta.input_size, args.eval_images, meta.mean, meta.std)
+    metas = {name: p.meta for name, p in opened.items()}
+    first = next(iter(metas.values()))
+    ours = any(p.backend.metadata is not None for p in opened.values())
+    del opened  # each row runs in its own worker process
+    ds = None
+    if args.data is not None or ours:  # a file without our metadata never makes us build the demo set
+        ds = open_dataset(args.data)
+    latency_only: dict[str, str] = {}
+    eval_set, photo = None, synthetic_photo()
+    if ds is not None:
+        for name, meta in metas.items():
+            classes = meta.num_classes if meta.output != "labels" else None
+            if classes is not None and classes != ds.num_classes:
+                if args.data is not None:
+                    raise UserError(f"{name} ({_file_of(targets, name)}) outputs {classes} classes but {ds.root} has "
+                                    f"{ds.num_classes}; pass --data with the dataset the model was trained on, or "
+                                    "leave --data out for latency only.")
+                latency_only[name] = (f"it outputs {classes} classes, the built-in demo set has {ds.num_classes}; "
+                                      "pass --data with its dataset")
+        images, masks, photo = load_eval(ds, first.input_size, args.eval_images)
+        eval_set = EvalSet(images, masks, ds.num_classes, f"{len(images)} validation images of {ds.root}")
+    else:
+        print("note: no --data and no file with deeplab-edge metadata: latency only (a synthetic 480x640 image "
+              "for pre/post timing); pass --data DIR for mIoU")
     settings = BenchSettings(threads=args.threads, warmup=args.warmup, min_runs=args.min_runs,
                              min_time_s=args.min_time, gpu=args.gpu)
-    report = run_bench(targets, images, masks, photo, len(meta.class_names), settings,
-                       progress=lambda m: print(f"[bench] {m}", flush=True),
-                       eval_note=f"{len(images)} validation images of {ds.root}")
+    report = run_bench(targets, eval_set, photo, settings, progress=lambda m: print(f"[bench] {m}", flush=True),
+                       flags=flags, latency_only=latency_only, keras_norm=(first.mean, first.std))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "bench.json")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._common import add_model_flags, model_flags
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="exported .tflite or .onnx file")
@@ -19,14 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--providers", default=None, metavar="LIST",
                         help="onnxruntime providers in order, e.g. cuda,cpu (CUDA only if available)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per inference call")
-    parser.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="model input size, for files without deeplab-edge metadata")
-    parser.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
-                        help="normalisation mean on 0..255 pixels, for files without metadata")
-    parser.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
-                        help="normalisation std on 0..255 pixels, for files without metadata")
-    parser.add_argument("--class-names", default=None, metavar="a,b,c",
-                        help="comma-separated class names (default: the file's, else class_0, class_1, ...)")
+    add_model_flags(parser)
     parser.add_argument("--no-overlay", action="store_true", help="write the masks only")
 
 
@@ -35,8 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     summary = predict_paths(
         args.model, args.images, args.out, backend=args.backend, num_threads=args.threads,
-        providers=args.providers, input_size=args.input_size, mean=args.mean, std=args.std,
-        class_names=args.class_names, batch_size=args.batch_size, overlay=not args.no_overlay,
+        providers=args.providers, batch_size=args.batch_size, overlay=not args.no_overlay, **model_flags(args),
     )
     print(summary.to_text(failures=False))
     if summary.failed:
