@@ -52,8 +52,10 @@ class _OrtReader:
         self._i = 0
 
 
-def calibration_from_dataset(dataset, size: tuple[int, int], count: int, *, seed: int = 0) -> Calibration:
-    """`count` training images of a FolderDataset, chosen with `seed`, resized and normalised."""
+def calibration_from_dataset(dataset, size: tuple[int, int], count: int, *, seed: int = 0,
+                             mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5)) -> Calibration:
+    """`count` training images of a FolderDataset, chosen with `seed`, resized and normalised
+    as (pixel - mean) / std, the model's own normalisation."""
     from deeplab_edge.model.data import load_arrays, normalize_np
 
     if count <= 0:
@@ -68,4 +70,4 @@ def calibration_from_dataset(dataset, size: tuple[int, int], count: int, *, seed
     idx = np.random.default_rng(seed).choice(available, size=count, replace=False)
     samples = [dataset.train[i] for i in sorted(idx)]
     images, _ = load_arrays(samples, size, dataset.num_classes)
-    return Calibration(normalize_np(images), f"{count} training images of {dataset.root}")
+    return Calibration(normalize_np(images, mean, std), f"{count} training images of {dataset.root}")

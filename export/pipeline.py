@@ -18,6 +18,7 @@ from deeplab_edge.runtime.metadata import ModelMetadata
 
 from .calibration import Calibration
 from .formats import FORMATS, ExportFormat, check_options, resolve_formats
+from .spec import ModelSpec, model_spec
 from .verify import Thresholds, Verification, keras_reference, verify_file
 
 DEFAULT_CALIBRATION_COUNT = 200
@@ -61,20 +62,31 @@ class ExportReport:
 
 
 def export_graph(model, info, *, input_size: tuple[int, int] | None = None):
-    """The graph to convert: rebuilt with exact folding and native dilation, trained weights mapped over."""
+    """The graph to convert: ours rebuilt with exact folding and native dilation (trained weights mapped
+    over); a model built elsewhere as it is, given a fixed input size when its own is dynamic."""
     from deeplab_edge.model.deeplab import rebuild
     if info is not None:
-        model = rebuild(model, info.config, fold_atrous=True, native_dilation=True, input_size=input_size)
-    elif input_size is not None:
-        raise UserError("This checkpoint has no model_info.json beside it, so it cannot be rebuilt at another "
-                        "input size; drop --input-size.")
+        return rebuild(model, info.config, fold_atrous=True, native_dilation=True, input_size=input_size)
+    own = tuple(model.input_shape[1:3])
+    if None in own:
+        if input_size is None:
+            raise UserError(f"The model takes inputs of any size {model.input_shape}; pass --input-size H W to "
+                            "export it at a fixed size.")
+        from deeplab_edge.model._keras import keras
+
+        inp = keras.Input((*input_size, model.input_shape[-1]), name="image")
+        return keras.Model(inp, model(inp), name=model.name)
+    if input_size is not None and tuple(input_size) != own:
+        raise UserError(f"The model was built for {own[0]}x{own[1]} inputs and was not trained by deeplab-edge, so "
+                        f"it cannot be rebuilt at {input_size[0]}x{input_size[1]}; drop --input-size.")
     return model
 
 
-def make_metadata(info, class_names, input_size, fmt: ExportFormat, head: str, mean, std) -> ModelMetadata:
+def make_metadata(info, spec: ModelSpec, input_size, fmt: ExportFormat, head: str) -> ModelMetadata:
     return ModelMetadata(
-        class_names=tuple(class_names), input_size=tuple(input_size), mean=tuple(mean), std=tuple(std),
-        layout="NHWC", output=head, preset=(info.preset if info else ""), variant=fmt.name, version=__version__,
+        class_names=spec.class_names, input_size=tuple(input_size), mean=spec.mean, std=spec.std,
+        layout="NHWC", output="labels" if head == "labels" else spec.output, threshold=spec.threshold,
+        preset=(info.preset if info else ""), variant=fmt.name, version=__version__,
         config=(info.config.to_dict() if info else {}),
     )
 
@@ -98,9 +110,11 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                verify_images: np.ndarray | None = None, verify_masks: np.ndarray | None = None,
                thresholds: Thresholds | None = None, force: bool = False, head: str = "logits",
                input_size: tuple[int, int] | None = None, num_threads: int | None = None,
-               progress=print, checkpoint: str | Path | None = None) -> ExportReport:
-    """Export `model` (from `load_checkpoint`) to each format, verify each file, and write manifest.json."""
-    from deeplab_edge.model.data import MEAN, STD
+               progress=print, checkpoint: str | Path | None = None, spec: ModelSpec | None = None) -> ExportReport:
+    """Export `model` (from `load_checkpoint`) to each format, verify each file, and write manifest.json.
+
+    `spec` (classes, normalisation, output kind) defaults to what the checkpoint's model info says.
+    `verify_images` are normalised as the spec says."""
     from deeplab_edge.model.flops import model_cost
 
     from .onnx import export_onnx, export_onnx_int8, onnx_op_histogram
@@ -120,6 +134,10 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
         raise UserError("Int8 formats need calibration images: pass --data (a folder with training images).")
     if verify_images is None or verify_masks is None or len(verify_images) == 0:
         raise UserError("Verification needs held-out images with masks: pass --data with a validation split.")
+    spec = spec or model_spec(model, info, None, checkpoint=checkpoint)
+    if head == "labels" and spec.channels == 1:
+        raise UserError("--head labels puts an argmax inside the model, which a one-channel (foreground score) "
+                        "output does not have; export it with the default --head logits.")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     from deeplab_edge.model.layers import with_label_head
@@ -127,10 +145,9 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     logits_graph = export_graph(model, info, input_size=input_size)
     graph = with_label_head(logits_graph) if head == "labels" else logits_graph
     size = tuple(graph.input_shape[1:3])
-    class_names = info.class_names if info else tuple(f"class_{i}" for i in range(model.output_shape[-1]))
-    mean, std = (info.mean, info.std) if info else (MEAN, STD)
+    class_names = spec.class_names
     progress(f"computing Keras reference outputs on {len(verify_images)} held-out images")
-    ref = keras_reference(logits_graph, verify_images, verify_masks, class_names)
+    ref = keras_reference(logits_graph, verify_images, verify_masks, spec)
     # The rebuilt (folded, native-dilation) graph must compute what the checkpoint computes.
     fold_diff = None
     if info is not None and input_size in (None, tuple(info.config.input_size)):
@@ -146,7 +163,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
         onnx_fp32: Path | None = None
         for fmt in chosen:
             path = paths[fmt.name]
-            meta = make_metadata(info, class_names, size, fmt, head, mean, std)
+            meta = make_metadata(info, spec, size, fmt, head)
             progress(f"exporting {fmt.name} -> {path.name}")
             t0 = time.perf_counter()
             if fmt.backend == "tflite":
@@ -168,6 +185,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
             results.append(ExportedFile(fmt.name, path, path.stat().st_size, sha256(path), seconds, ver, ops))
     model_info = {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None, "preset": info.preset if info else "", "config": info.config.to_dict() if info else {},
                   "input_size": list(size), "head": head, "class_names": list(class_names),
+                  "mean": list(spec.mean), "std": list(spec.std), "output": spec.output, "notes": list(spec.notes),
                   "params": cost.params, "macs": cost.macs, "macs_by_type": cost.macs_by_type,
                   "keras_miou": ref.miou, "rebuild_max_abs_diff": fold_diff}
     manifest = {

@@ -9,6 +9,8 @@ import numpy as np
 
 from deeplab_edge.metrics import agreement, segmentation_metrics
 
+from .spec import ModelSpec
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -43,45 +45,61 @@ class Verification:
 
 @dataclass(frozen=True)
 class Reference:
-    """Keras outputs on the verification images: normalised inputs, logits, labels, ground truth."""
+    """Keras outputs on the verification images: normalised inputs, scores, labels, ground truth."""
 
     images: np.ndarray
-    logits: np.ndarray
+    logits: np.ndarray  # the model's float scores (logits or probabilities), NHWC
     masks: np.ndarray
-    class_names: tuple[str, ...]
+    spec: ModelSpec
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names
 
     @property
     def labels(self) -> np.ndarray:
-        return self.logits.argmax(-1)
+        return self.spec.labels(self.logits)
 
     @property
     def miou(self) -> float:
         return segmentation_metrics(self.masks, self.labels, len(self.class_names)).miou
 
 
-def keras_reference(model, images: np.ndarray, masks: np.ndarray, class_names, batch_size: int = 8) -> Reference:
+def keras_reference(model, images: np.ndarray, masks: np.ndarray, spec: ModelSpec, batch_size: int = 8) -> Reference:
+    from deeplab_edge.runtime.predictor import resize_bilinear
+
     logits = model.predict(images, batch_size=batch_size, verbose=0).astype(np.float32)
-    return Reference(images, logits, masks, tuple(class_names))
+    if logits.shape[1:3] != images.shape[1:3]:  # a stride-N output: scores upsampled as the runtime does
+        logits = resize_bilinear(logits, images.shape[1:3])
+    return Reference(images, logits, masks, spec)
 
 
-def run_file(path: Path, images: np.ndarray, *, num_threads: int | None = None) -> np.ndarray:
-    """Outputs of an exported file on normalised images: float logits, or int labels for a labels head."""
-    from deeplab_edge.runtime.predictor import load_predictor
+def run_file(path: Path, images: np.ndarray, *, num_threads: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+    """(float NHWC scores or None for a labels output, (N, H, W) labels) of an exported file on normalised
+    images, read the way the runtime reads it (its own metadata)."""
+    from deeplab_edge.runtime.predictor import load_predictor, resize_bilinear
 
     pred = load_predictor(path, num_threads=num_threads)
-    return np.concatenate([pred.run_normalized(images[i:i + 1]) for i in range(len(images))])
+    raws = [pred.backend.run(pred.to_model_input(images[i:i + 1])) for i in range(len(images))]
+    labels = np.concatenate([pred.labels_from_raw(r) for r in raws])
+    if pred.meta.output == "labels":
+        return None, labels
+    scores = np.concatenate([pred.from_model_output(r) for r in raws])
+    if scores.shape[1:3] != images.shape[1:3]:
+        scores = resize_bilinear(scores, images.shape[1:3])
+    return scores, labels
 
 
-def verify_outputs(out: np.ndarray, ref: Reference, precision: str, thresholds: Thresholds) -> Verification:
+def verify_outputs(scores: np.ndarray | None, labels: np.ndarray, ref: Reference, precision: str,
+                   thresholds: Thresholds) -> Verification:
     n = len(ref.class_names)
-    labels = out if out.ndim == 3 else out.argmax(-1)
     agree = agreement(labels, ref.labels)
     miou = segmentation_metrics(ref.masks, labels, n).miou
     keras_miou = ref.miou
     drop = 100 * (keras_miou - miou)
     max_abs = rel = None
-    if out.ndim == 4:
-        max_abs = float(np.abs(out - ref.logits).max())
+    if scores is not None:
+        max_abs = float(np.abs(scores - ref.logits).max())
         rel = max_abs / max(1.0, float(np.abs(ref.logits).max()))
     if precision in ("fp32", "fp16") and rel is not None:
         limit = thresholds.fp32_rel_diff if precision == "fp32" else thresholds.fp16_rel_diff
@@ -97,5 +115,5 @@ def verify_outputs(out: np.ndarray, ref: Reference, precision: str, thresholds: 
 
 def verify_file(path: Path, ref: Reference, precision: str, thresholds: Thresholds | None = None,
                 *, num_threads: int | None = None) -> Verification:
-    return verify_outputs(run_file(path, ref.images, num_threads=num_threads), ref, precision,
-                          thresholds or Thresholds())
+    scores, labels = run_file(path, ref.images, num_threads=num_threads)
+    return verify_outputs(scores, labels, ref, precision, thresholds or Thresholds())

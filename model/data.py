@@ -171,8 +171,9 @@ def load_arrays(samples, size: tuple[int, int], num_classes: int, *, progress: b
     return images, masks
 
 
-def normalize_np(images: np.ndarray) -> np.ndarray:
-    return ((images.astype(np.float32) - np.float32(MEAN)) / np.float32(STD)).astype(np.float32)
+def normalize_np(images: np.ndarray, mean=MEAN, std=STD) -> np.ndarray:
+    """uint8 RGB images -> float32 (pixel - mean) / std."""
+    return ((images.astype(np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32)
 
 
 def make_tf_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int, training: bool,

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.export.formats import resolve_formats
 
     calibration, vx, vy = calibration_and_verification(ds, config.input_size, resolve_formats(None),
-                                                       args.calibration_count, args.eval_images)
+                                                       args.calibration_count, args.eval_images, info.mean, info.std)
     export = export_all(model, info, models_dir, name=args.preset, calibration=calibration, verify_images=vx,
                         verify_masks=vy, force=True, progress=lambda m: print(f"[export] {m}", flush=True),
                         checkpoint=result.best_checkpoint)
@@ -82,18 +82,17 @@ def run(args: argparse.Namespace) -> int:
     timings["export"] = time.perf_counter() - t
 
     t = _step(4, total, f"benchmark every file beside the Keras model ({args.threads} threads)")
-    from deeplab_edge.benchmarks.bench import BenchSettings, run_bench, targets_from
+    from deeplab_edge.benchmarks.bench import BenchSettings, EvalSet, run_bench, targets_from
     from deeplab_edge.benchmarks.plots import plot_latency_bars, plot_latency_vs_miou
     from deeplab_edge.benchmarks.report import to_terminal, write_markdown
 
     from .bench import load_eval
 
     targets = targets_from([export.manifest], result.best_checkpoint)
-    images, masks, photo, _ = load_eval(args.data, config.input_size, args.eval_images, info.mean, info.std)
-    bench = run_bench(targets, images, masks, photo, ds.num_classes,
-                      BenchSettings(threads=args.threads, min_time_s=args.bench_min_time),
-                      progress=lambda m: print(f"[bench] {m}", flush=True),
-                      eval_note=f"{len(images)} validation images of {ds.root}")
+    images, masks, photo = load_eval(ds, config.input_size, args.eval_images)
+    eval_set = EvalSet(images, masks, ds.num_classes, f"{len(images)} validation images of {ds.root}")
+    bench = run_bench(targets, eval_set, photo, BenchSettings(threads=args.threads, min_time_s=args.bench_min_time),
+                      progress=lambda m: print(f"[bench] {m}", flush=True))
     bench_dir.mkdir(parents=True, exist_ok=True)
     bench.write_json(bench_dir / "bench.json")
     write_markdown(bench, bench_dir / "bench.md")

@@ -9,15 +9,26 @@ from ._common import add_data_arg
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from deeplab_edge.export.formats import FORMATS
+    from deeplab_edge.export.spec import INPUT_SCALES
 
-    p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras)")
+    p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras), or any tf-keras "
+                   "segmentation model saved as .keras/.h5 (N-class scores or one foreground channel)")
     p.add_argument("--out", default="exported", help="output folder (default exported/)")
     p.add_argument("--formats", nargs="+", default=["all"], metavar="FMT",
                    help=f"formats to write (default all): {', '.join(FORMATS)}")
     p.add_argument("--name", help="file name stem (default: the checkpoint's preset, or 'model')")
     add_data_arg(p, required_hint=" or the dataset the checkpoint was trained on")
+    m = p.add_argument_group("a model not trained by deeplab-edge (or overrides of a checkpoint's model info); "
+                             "also read from a sidecar MODEL.json with the same keys")
+    m.add_argument("--class-names", metavar="a,b,c", help="comma-separated class names (default: the checkpoint's, "
+                   "else the dataset's)")
+    m.add_argument("--input-scale", choices=sorted(INPUT_SCALES), help="how the model's inputs were scaled: "
+                   "-1-1 (x/127.5-1), 0-1 (x/255), 0-255 (raw), imagenet (mean/std of ImageNet)")
+    m.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation mean on 0..255 pixels")
+    m.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation std on 0..255 pixels")
     o = p.add_argument_group("format options (refused when no chosen format accepts them)")
-    o.add_argument("--calibration-count", type=int, help="int8: real training images to calibrate on (default 200)")
+    o.add_argument("--calibration-count", type=int,
+                   help="int8: real training images to calibrate on (default 200, or all when fewer)")
     o.add_argument("--io-type", choices=("int8", "uint8", "float32"), help="tflite_int8 input/output type (default int8)")
     o.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     o.add_argument("--per-channel", dest="per_channel", action="store_true", default=None,
@@ -46,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     chosen = resolve_formats(args.formats)
     check_options(chosen, options)  # before any heavy import or work
 
-    from deeplab_edge.export.pipeline import DEFAULT_CALIBRATION_COUNT, check_free, export_all
+    from deeplab_edge.export.pipeline import check_free, export_all
+    from deeplab_edge.export.spec import model_spec
     from deeplab_edge.export.verify import Thresholds
 
     from .export_common import calibration_and_verification, load_for_export
@@ -56,23 +68,30 @@ def run(args: argparse.Namespace) -> int:
     if args.verify_images <= 0:
         raise UserError(f"--verify-images must be positive; received {args.verify_images}.")
     model, info, ds, name = load_for_export(args.checkpoint, args.data, args.name)
-    if args.input_size:
+    if args.input_size and info is not None:
         from deeplab_edge.model.deeplab import check_input_size
 
-        if info is None:
-            raise UserError("This checkpoint has no model_info.json beside it, so it cannot be rebuilt at another "
-                            "input size; drop --input-size.")
         check_input_size(info.config.replace(input_size=tuple(args.input_size)))
+    elif args.input_size and None not in model.input_shape[1:3] and tuple(args.input_size) != tuple(model.input_shape[1:3]):
+        raise UserError(f"{args.checkpoint} was built for {model.input_shape[1]}x{model.input_shape[2]} inputs and "
+                        "has no deeplab-edge model info to rebuild it from; drop --input-size.")
     check_free(args.out, name, chosen, args.force)
+    spec = model_spec(model, info, ds, checkpoint=args.checkpoint, class_names=args.class_names, mean=args.mean,
+                      std=args.std, input_scale=args.input_scale)
+    for note in spec.notes:
+        print(f"[export] note: {note}", flush=True)
     size = tuple(args.input_size) if args.input_size else tuple(model.input_shape[1:3])
+    if None in size:
+        raise UserError(f"{args.checkpoint} takes inputs of any size {model.input_shape}; pass --input-size H W.")
     calibration, vx, vy = calibration_and_verification(
-        ds, size, chosen, args.calibration_count or DEFAULT_CALIBRATION_COUNT, args.verify_images)
+        ds, size, chosen, args.calibration_count, args.verify_images, spec.mean, spec.std,
+        progress=lambda m: print(f"[export] {m}", flush=True))
     report = export_all(model, info, args.out, name=name, formats=[f.name for f in chosen], options=options,
                         calibration=calibration, verify_images=vx, verify_masks=vy,
                         thresholds=Thresholds(min_agreement=args.min_agreement, max_miou_drop=args.max_miou_drop),
                         force=args.force, head=args.head, input_size=tuple(args.input_size) if args.input_size else None,
                         num_threads=args.threads, progress=lambda m: print(f"[export] {m}", flush=True),
-                        checkpoint=args.checkpoint)
+                        checkpoint=args.checkpoint, spec=spec)
     print()
     print(report.table())
     print(f"\nKeras mIoU on the same {len(vx)} images: {100 * report.model['keras_miou']:.1f}%; "

@@ -1,0 +1,148 @@
+"""What an exported file must say about the model: classes, normalisation, output kind.
+
+For a checkpoint trained here they come from its model info. A tf-keras model built elsewhere says
+none of it, so it comes from flags (`--class-names`, `--mean/--std` or `--input-scale`), a sidecar
+JSON beside the model (`MODEL.json` with the same keys), or the dataset's class names; an unknown
+normalisation is an error, never a silent guess, because calibration, verification and the metadata
+every runtime reads all depend on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from deeplab_edge.errors import UserError, unknown_name_error
+
+# Common input conventions: (mean, std) on 0..255 RGB pixels, normalised as (pixel - mean) / std.
+INPUT_SCALES: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "-1-1": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+    "0-1": ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)),
+    "0-255": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The facts about a model that its exported files carry and that export relies on."""
+
+    class_names: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    output: str  # "logits" or "probabilities"
+    channels: int  # output channels: len(class_names), or 1 for a foreground score
+    threshold: float = 0.5
+    notes: tuple[str, ...] = ()
+
+    def labels(self, scores):
+        """(N, H, W[, C]) float scores -> (N, H, W) labels: argmax, or the threshold for one channel."""
+        import numpy as np
+
+        if self.channels > 1:
+            return scores.argmax(-1)
+        t = self.threshold
+        cut = t if self.output == "probabilities" else float(np.log(t / (1.0 - t)))
+        return (scores[..., 0] >= cut).astype(np.int64)
+
+
+def output_kind(model) -> str:
+    """"probabilities" when the Keras model's last layer applies softmax or sigmoid, else "logits"."""
+    layer = model.layers[-1]
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", "") if activation is not None else ""
+    kind = type(layer).__name__
+    if name in ("softmax", "sigmoid") or kind in ("Softmax",) or (kind == "Activation" and name in ("softmax", "sigmoid")):
+        return "probabilities"
+    return "logits"
+
+
+def model_spec(model, info, dataset, *, checkpoint: str | Path | None = None,
+               class_names: Sequence[str] | str | None = None, mean: Sequence[float] | None = None,
+               std: Sequence[float] | None = None, input_scale: str | None = None) -> ModelSpec:
+    """The spec of `model` (from `load_checkpoint`): flags, then the sidecar JSON or model info, then the
+    dataset's class names. `dataset` may be None when no data is at hand."""
+    notes: list[str] = []
+    channels = int(model.output_shape[-1])
+    sidecar = _sidecar(checkpoint) if info is None else {}
+    if input_scale is not None and (mean is not None or std is not None):
+        raise UserError("Pass either --input-scale or --mean/--std, not both.")
+    scale = input_scale or sidecar.get("input_scale")
+    if scale is not None:
+        if scale not in INPUT_SCALES:
+            raise unknown_name_error("input scale", str(scale), INPUT_SCALES)
+        mean, std = INPUT_SCALES[scale]
+    if mean is None and std is None and "mean" in sidecar:
+        mean, std = sidecar.get("mean"), sidecar.get("std")
+    if (mean is None) != (std is None):
+        raise UserError("Pass both --mean and --std (three values each, on 0..255 pixels).")
+    if mean is None:
+        if info is None:
+            raise UserError(
+                f"{checkpoint or 'The model'} was not trained by deeplab-edge, so its input normalisation is "
+                "unknown, and calibration, verification and the files' metadata all depend on it. Say how it "
+                f"was trained: --input-scale {{{', '.join(INPUT_SCALES)}}}, or --mean R G B --std R G B "
+                "(on 0..255 pixels), or a sidecar JSON beside the model "
+                f"({_sidecar_path(checkpoint) if checkpoint else 'MODEL.json'}) with \"mean\" and \"std\".")
+        mean, std = info.mean, info.std
+    mean, std = _three("mean", mean), _three("std", std)
+    if min(std) <= 0:
+        raise UserError(f"std must be positive; received {std}.")
+    names = _names(class_names) or _names(sidecar.get("class_names")) or (info.class_names if info else ())
+    if not names and dataset is not None:
+        names = tuple(dataset.class_names)
+        notes.append(f"class names from the dataset {dataset.root}: {', '.join(names)}")
+    expected = 2 if channels == 1 else channels
+    if not names:
+        names = ("background", "foreground") if channels == 1 else tuple(f"class_{i}" for i in range(channels))
+        notes.append(f"no class names given: using {', '.join(names)} (pass --class-names)")
+    if len(names) != expected:
+        what = "one foreground channel, so 2 classes" if channels == 1 else f"{channels} classes"
+        raise UserError(f"The model outputs {what}, but {len(names)} class names were given "
+                        f"({', '.join(names)}); pass {expected} names to --class-names.")
+    kind = "logits" if info is not None else output_kind(model)
+    if info is None:
+        notes.append(f"the model outputs {kind}"
+                     + (" (one foreground channel, thresholded at 0.5)" if channels == 1 else ""))
+    return ModelSpec(tuple(names), mean, std, kind, channels, notes=tuple(notes))
+
+
+def _sidecar_path(checkpoint: str | Path) -> Path:
+    return Path(checkpoint).with_suffix(".json")
+
+
+def _sidecar(checkpoint: str | Path | None) -> dict:
+    if checkpoint is None or not _sidecar_path(checkpoint).is_file():
+        return {}
+    path = _sidecar_path(checkpoint)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"The sidecar {path} is not readable JSON ({e}); fix or remove it.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"The sidecar {path} must hold a JSON object with mean, std, class_names or input_scale.")
+    return data
+
+
+def _three(what: str, values) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be numbers; received {values!r}.") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise UserError(f"{what} needs 1 or 3 values (R G B); received {values}.")
+    return values
+
+
+def _names(names) -> tuple[str, ...]:
+    if not names:
+        return ()
+    items = names.split(",") if isinstance(names, str) else list(names)
+    out = tuple(str(n).strip() for n in items)
+    if any(not n for n in out):
+        raise UserError(f"Class names must not be empty; received {names!r}. Example: --class-names background,cat,dog.")
+    return out
