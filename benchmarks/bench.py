@@ -149,12 +149,13 @@ class EvalSet:
 
 def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray, settings: BenchSettings, *,
               progress=print, flags: dict | None = None, latency_only: dict[str, str] | None = None,
-              keras_norm: tuple | None = None) -> BenchReport:
+              keras_norm: tuple | None = None, row_flags: dict[str, dict] | None = None) -> BenchReport:
     """Benchmark every target, each in its own worker process.
 
     Rows named in `latency_only` (name -> reason), or all rows when `eval_set` is None, are timed but not
     scored. The first scored target is the reference for agreement and mIoU drop. `flags` are
-    `load_predictor` keywords for files that do not describe themselves (--mean, --std, ...).
+    `load_predictor` keywords for files that do not describe themselves (--mean, --std, ...);
+    `row_flags` (name -> keywords) override them for one row.
     """
     if not targets:
         raise UserError("Nothing to benchmark: pass .tflite/.onnx files, a manifest.json, or --keras.")
@@ -181,7 +182,7 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
                     "eval_npz": str(npz), "evaluate": evaluate,
                     "num_classes": eval_set.num_classes if eval_set is not None else None,
                     "warmup": settings.warmup, "min_runs": settings.min_runs, "min_time_s": settings.min_time_s,
-                    "flags": dict(flags or {}), "keras_norm": keras_norm,
+                    "flags": {**(flags or {}), **(row_flags or {}).get(base, {})}, "keras_norm": keras_norm,
                     "labels_out": str(tmp / "ref_labels.npy") if t.name == ref_name else None}
             res = _run_worker(t, spec, tmp, settings)
             size_mb = (t.file.stat().st_size / 2**20) if t.file.is_file() else None

@@ -31,9 +31,19 @@ def _keras_runner(spec: dict):
 
     model, info = load_checkpoint(spec["file"])
     fn = tf.function(lambda x: model(x, training=False))
-    mean, std = (info.mean, info.std) if info is not None else spec["keras_norm"]
+    mean, std, output, threshold = spec["keras_norm"] or (None, None, "logits", 0.5)
+    if info is not None:
+        mean, std = info.mean, info.std
     size = tuple(model.input_shape[1:3])
-    return (lambda x: fn(tf.constant(x)).numpy()), size, np.float32(mean), np.float32(std)
+
+    def labels(scores: np.ndarray) -> np.ndarray:
+        """Argmax, or one channel thresholded as the exported files are (probability or logit)."""
+        if scores.shape[-1] > 1:
+            return scores.argmax(-1).astype(np.uint8)
+        cut = threshold if output == "probabilities" else np.log(threshold / (1.0 - threshold))
+        return (scores[..., 0] >= cut).astype(np.uint8)
+
+    return (lambda x: fn(tf.constant(x)).numpy()), size, np.float32(mean), np.float32(std), labels
 
 
 def _file_runner(spec: dict):
@@ -59,7 +69,7 @@ def run(spec: dict) -> dict:
     loop = dict(warmup=spec["warmup"], min_runs=spec["min_runs"], min_time_s=spec["min_time_s"])
     notes: list[str] = []
     if spec["backend"] == "keras":
-        infer, size, mean, std = _keras_runner(spec)
+        infer, size, mean, std, to_labels = _keras_runner(spec)
 
         def normalise(images: np.ndarray) -> np.ndarray:
             if images.shape[1:3] != size:
@@ -72,7 +82,7 @@ def run(spec: dict) -> dict:
         if evaluate:
             images = data["images"]
             logits = np.concatenate([infer(normalise(images[i:i + 8])) for i in range(0, len(images), 8)])
-            labels = logits.argmax(-1).astype(np.uint8)
+            labels = to_labels(logits)
             if labels.shape[1:] != images.shape[1:3]:
                 labels = np.stack([np.asarray(Image.fromarray(lab).resize(images.shape[2:0:-1], Image.NEAREST))
                                    for lab in labels])

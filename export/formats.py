@@ -37,7 +37,7 @@ FORMATS: dict[str, ExportFormat] = {
                      "TFLite full-integer: every op int8, calibrated on real images; int8/uint8/float32 I/O"),
         ExportFormat("onnx_fp32", "_fp32.onnx", "onnx", "fp32", frozenset({"opset"}),
                      "ONNX float32 (tf2onnx), dynamic batch"),
-        ExportFormat("onnx_int8", "_int8.onnx", "onnx", "int8", frozenset({"opset", "calibration_count", "per_channel", "activation_type"}),
+        ExportFormat("onnx_int8", "_int8.onnx", "onnx", "int8", frozenset({"opset", "calibration_count", "per_channel", "activation_type", "reduce_range"}),
                      "ONNX int8 QDQ (onnxruntime static quantisation, per-channel int8 weights, uint8 or int8 "
                      "activations)"),
     )
@@ -48,6 +48,7 @@ OPTION_HELP = {
     "calibration_count": "number of real training images to calibrate int8 on",
     "opset": "ONNX opset",
     "per_channel": "onnx_int8 per-channel weight scales",
+    "reduce_range": "onnx_int8 7-bit weights",
     "activation_type": "onnx_int8 activation type: uint8 (U8S8, fastest on x86) or int8",
 }
 

@@ -168,7 +168,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
             t0 = time.perf_counter()
             if fmt.backend == "tflite":
                 export_tflite(graph, path, metadata=meta, mode=fmt.precision, calibration=calibration,
-                              io_type=options.get("io_type") or "int8")
+                              io_type=options.get("io_type") or "float32")
             elif fmt.precision == "fp32":
                 onnx_fp32 = export_onnx(graph, path, metadata=meta, opset=options.get("opset") or 17)
             else:
@@ -177,7 +177,8 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                                             opset=options.get("opset") or 17)
                 per_channel = True if options.get("per_channel") is None else bool(options["per_channel"])
                 export_onnx_int8(onnx_fp32, path, metadata=meta, calibration=calibration, per_channel=per_channel,
-                                 activation_type=options.get("activation_type") or "uint8")
+                                 activation_type=options.get("activation_type") or "uint8",
+                                 reduce_range=True if options.get("reduce_range") is None else bool(options["reduce_range"]))
             seconds = time.perf_counter() - t0
             progress(f"verifying {fmt.name} on {len(ref.images)} images")
             ver = verify_file(path, ref, fmt.precision, thresholds, num_threads=num_threads)

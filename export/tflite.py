@@ -32,8 +32,15 @@ def _quiet():
             os.close(old)
 
 
-def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, io_type: str = "int8") -> bytes:
+def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, io_type: str = "float32") -> bytes:
     """Convert a Keras model; `mode` is one of fp32, fp16, dynamic, int8."""
+    from deeplab_edge.model.layers import native_dilation_ops
+
+    with native_dilation_ops():
+        return _convert(model, mode, calibration, io_type)
+
+
+def _convert(model, mode: str, calibration: Calibration | None, io_type: str) -> bytes:
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if mode == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -60,7 +67,7 @@ def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, 
 
 
 def export_tflite(model, out: Path, *, metadata: ModelMetadata, mode: str,
-                  calibration: Calibration | None = None, io_type: str = "int8") -> Path:
+                  calibration: Calibration | None = None, io_type: str = "float32") -> Path:
     data = convert_tflite(model, mode, calibration=calibration, io_type=io_type)
     return write_bytes_atomic(out, with_metadata(data, metadata, channels=int(model.output_shape[-1])))
 

@@ -5,11 +5,33 @@ BATCH_TO_SPACE_ND, which the TFLite converter keeps as three ops (and which spli
 XNNPACK partition). The `Atrous*` layers below call the TF ops with their `dilations`
 argument instead, which TFLite maps to one CONV_2D / DEPTHWISE_CONV_2D with a
 dilation factor and tf2onnx to one Conv with `dilations`. Same weights, same math.
+
+TensorFlow's CPU kernel for a dilated DepthwiseConv2dNative exists only with oneDNN, which TF turns
+on by default only on CPUs with AVX-512 VNNI/AMX-class features; on an AVX2-only CPU the op fails
+("Current kernel implementation does not support dilations"). So the depthwise layer emits the
+native op only while a graph is traced for conversion (`native_dilation_ops()`), and Keras'
+space-to-batch form when TensorFlow itself runs it (training, evaluation, verification).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from ._keras import keras, tf
+
+_NATIVE_DEPTHWISE = False
+
+
+@contextlib.contextmanager
+def native_dilation_ops() -> Iterator[None]:
+    """Trace dilated depthwise convs as one native op (for TFLite conversion; never executed by TF)."""
+    global _NATIVE_DEPTHWISE
+    before, _NATIVE_DEPTHWISE = _NATIVE_DEPTHWISE, True
+    try:
+        yield
+    finally:
+        _NATIVE_DEPTHWISE = before
 
 BN_EPS = 1e-3
 # Short training budgets (hundreds of steps) need moving statistics that keep up with the weights.
@@ -33,7 +55,7 @@ class AtrousDepthwiseConv2D(keras.layers.DepthwiseConv2D):
     """DepthwiseConv2D with a native dilation attribute (stride 1, no bias/activation path changes)."""
 
     def call(self, inputs):
-        if self.strides != (1, 1) or self.dilation_rate == (1, 1):
+        if self.strides != (1, 1) or self.dilation_rate == (1, 1) or not _NATIVE_DEPTHWISE:
             return super().call(inputs)
         out = tf.raw_ops.DepthwiseConv2dNative(
             input=inputs,

@@ -47,12 +47,15 @@ def test_int8_files_are_really_integer(exported):
 
     files = {f.format: f.path for f in exported[0].files}
     types = tensor_types(files["tflite_int8"])
-    assert "FLOAT32" not in types and types.get("INT8", 0) > 50
-    assert "DEQUANTIZE" not in op_histogram(files["tflite_int8"])
+    # Default float32 input/output (what MediaPipe Tasks accepts): one QUANTIZE in, one DEQUANTIZE out,
+    # every tensor in between int8.
+    assert types.get("FLOAT32") == 2 and types.get("INT8", 0) > 50
+    ops = op_histogram(files["tflite_int8"])
+    assert ops.get("QUANTIZE") == 1 and ops.get("DEQUANTIZE") == 1
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(files["tflite_int8"]))
-    assert it.get_input_details()[0]["dtype"] == np.int8 and it.get_output_details()[0]["dtype"] == np.int8
+    assert it.get_input_details()[0]["dtype"] == np.float32 and it.get_output_details()[0]["dtype"] == np.float32
     ops = onnx_op_histogram(files["onnx_int8"])
     assert ops.get("QuantizeLinear", 0) > 5 and ops.get("DequantizeLinear", 0) > 10
     assert onnx_initializer_types(files["onnx_int8"]).get("INT8", 0) > 10

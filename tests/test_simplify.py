@@ -32,10 +32,12 @@ def test_folding_is_exact(separable, size):
     full = _randomize(build_deeplabv3plus(cfg))
     folded = rebuild(full, cfg, fold_atrous=True)
     x = np.random.default_rng(1).normal(0, 1, (2, *size, 3)).astype("float32")
-    diff = np.abs(full(x).numpy() - folded(x).numpy()).max()
-    assert diff < 1e-4
+    ref = full(x).numpy()
+    # Exact up to float32 summation order (oneDNN or Eigen kernels sum the taps differently): relative 1e-6.
+    tol = 1e-6 * max(1.0, float(np.abs(ref).max()))
+    assert np.abs(ref - folded(x).numpy()).max() < tol
     unfolded = rebuild(folded, cfg, fold_atrous=False)  # a folded checkpoint maps back exactly too
-    assert np.abs(full(x).numpy() - unfolded(x).numpy()).max() < 1e-4
+    assert np.abs(ref - unfolded(x).numpy()).max() < tol
     # Something was actually folded: a branch whose rate covers the 1/16 map became 1xk / kx1 / 1x1.
     h, w = size[0] // 16, size[1] // 16
     kernels = {layer.name: layer.kernel_size for layer in folded.layers if layer.name.startswith("aspp_r")

@@ -47,6 +47,7 @@ def test_refuses_to_overwrite_and_resumes(tmp_path, synthetic, synthetic_folder)
         train(cfg.replace(width=16), ds, tmp_path / "r", TrainSettings(epochs=3, resume=True, **kw), arrays=synthetic)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     code = textwrap.dedent(f"""
         import deeplab_edge.model._keras

@@ -80,7 +80,20 @@ def run(args: argparse.Namespace) -> int:
     if keras is not None:
         targets = targets_from(files, Path(keras))
     flags = model_flags(args)
-    opened = {t.name: load_predictor(t.file, **flags) for t in targets if t.backend != "keras"}
+    opened, row_flags, latency_only = {}, {}, {}
+    for t in targets:
+        if t.backend == "keras":
+            continue
+        try:
+            opened[t.name] = load_predictor(t.file, **flags)
+        except UserError as e:
+            # Timing needs the input shape, not the normalisation: a file that says neither its mean/std
+            # nor gets them from flags is still timed, and its row says why it has no mIoU.
+            if flags.get("mean") is not None or "normalisation" not in str(e):
+                raise
+            row_flags[t.name] = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+            opened[t.name] = load_predictor(t.file, **{**flags, **row_flags[t.name]})
+            latency_only[t.name] = "latency only: its normalisation is unknown (no metadata); pass --mean/--std for mIoU"
     if not opened:
         raise UserError("Pass at least one exported .tflite/.onnx file (or a manifest.json) to benchmark.")
     metas = {name: p.meta for name, p in opened.items()}
@@ -90,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
     ds = None
     if args.data is not None or ours:  # a file without our metadata never makes us build the demo set
         ds = open_dataset(args.data)
-    latency_only: dict[str, str] = {}
     eval_set, photo = None, synthetic_photo()
     if ds is not None:
         for name, meta in metas.items():
@@ -110,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     settings = BenchSettings(threads=args.threads, warmup=args.warmup, min_runs=args.min_runs,
                              min_time_s=args.min_time, gpu=args.gpu)
     report = run_bench(targets, eval_set, photo, settings, progress=lambda m: print(f"[bench] {m}", flush=True),
-                       flags=flags, latency_only=latency_only, keras_norm=(first.mean, first.std))
+                       flags=flags, row_flags=row_flags, latency_only=latency_only, keras_norm=(first.mean, first.std, first.output, first.threshold))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "bench.json")

@@ -29,11 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("format options (refused when no chosen format accepts them)")
     o.add_argument("--calibration-count", type=int,
                    help="int8: real training images to calibrate on (default 200, or all when fewer)")
-    o.add_argument("--io-type", choices=("int8", "uint8", "float32"), help="tflite_int8 input/output type (default int8)")
+    o.add_argument("--io-type", choices=("int8", "uint8", "float32"), help="tflite_int8 input/output type (default float32, "
+                   "quantised inside the file: what MediaPipe Tasks accepts; int8/uint8 for integer-only pipelines)")
     o.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     o.add_argument("--per-channel", dest="per_channel", action="store_true", default=None,
                    help="onnx_int8 per-channel weights (default on)")
     o.add_argument("--no-per-channel", dest="per_channel", action="store_false")
+    o.add_argument("--no-reduce-range", dest="reduce_range", action="store_false", default=None,
+                   help="onnx_int8 full 8-bit weights (default 7-bit: 8-bit saturates in onnxruntime's "
+                        "U8S8 kernels on x86 CPUs without VNNI)")
     o.add_argument("--activation-type", choices=("uint8", "int8"),
                    help="onnx_int8 activations (default uint8: U8S8 runs fastest in onnxruntime on x86)")
     v = p.add_argument_group("graph and verification")
@@ -53,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.export.formats import check_options, resolve_formats
 
     options = {"calibration_count": args.calibration_count, "io_type": args.io_type, "opset": args.opset,
-               "per_channel": args.per_channel, "activation_type": args.activation_type}
+               "per_channel": args.per_channel, "activation_type": args.activation_type, "reduce_range": args.reduce_range}
     chosen = resolve_formats(args.formats)
     check_options(chosen, options)  # before any heavy import or work
 
@@ -80,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
                       std=args.std, input_scale=args.input_scale)
     for note in spec.notes:
         print(f"[export] note: {note}", flush=True)
+    if any(f.name == "tflite_int8" for f in chosen) and args.io_type in ("int8", "uint8"):
+        print(f"[export] note: tflite_int8 takes {args.io_type} input: MediaPipe Tasks' ImageSegmenter "
+              "accepts only float32/uint8 inputs and float outputs; for a MediaPipe app leave --io-type at float32",
+              flush=True)
     size = tuple(args.input_size) if args.input_size else tuple(model.input_shape[1:3])
     if None in size:
         raise UserError(f"{args.checkpoint} takes inputs of any size {model.input_shape}; pass --input-size H W.")
