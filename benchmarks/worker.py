@@ -31,17 +31,15 @@ def _keras_runner(spec: dict):
 
     model, info = load_checkpoint(spec["file"])
     fn = tf.function(lambda x: model(x, training=False))
+    from deeplab_edge.runtime.predictor import scores_to_labels
+
     mean, std, output, threshold = spec["keras_norm"] or (None, None, "logits", 0.5)
     if info is not None:
         mean, std = info.mean, info.std
     size = tuple(model.input_shape[1:3])
 
-    def labels(scores: np.ndarray) -> np.ndarray:
-        """Argmax, or one channel thresholded as the exported files are (probability or logit)."""
-        if scores.shape[-1] > 1:
-            return scores.argmax(-1).astype(np.uint8)
-        cut = threshold if output == "probabilities" else np.log(threshold / (1.0 - threshold))
-        return (scores[..., 0] >= cut).astype(np.uint8)
+    def labels(scores: np.ndarray) -> np.ndarray:  # as the exported files are read: argmax or threshold
+        return scores_to_labels(scores, output, threshold).astype(np.uint8)
 
     return (lambda x: fn(tf.constant(x)).numpy()), size, np.float32(mean), np.float32(std), labels
 

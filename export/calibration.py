@@ -53,10 +53,12 @@ class _OrtReader:
 
 
 def calibration_from_dataset(dataset, size: tuple[int, int], count: int, *, seed: int = 0,
-                             mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5)) -> Calibration:
+                             mean=None, std=None) -> Calibration:
     """`count` training images of a FolderDataset, chosen with `seed`, resized and normalised
-    as (pixel - mean) / std, the model's own normalisation."""
-    from deeplab_edge.model.data import load_arrays, normalize_np
+    as (pixel - mean) / std, the model's own normalisation (None: the project's)."""
+    from deeplab_edge.model.data import MEAN, STD, load_arrays, normalize_np
+
+    mean, std = (MEAN, STD) if mean is None else (mean, std)
 
     if count <= 0:
         raise UserError(f"The calibration count must be positive; received {count}.")

@@ -38,14 +38,10 @@ class ModelSpec:
     notes: tuple[str, ...] = ()
 
     def labels(self, scores):
-        """(N, H, W[, C]) float scores -> (N, H, W) labels: argmax, or the threshold for one channel."""
-        import numpy as np
+        """(N, H, W, C) float scores -> (N, H, W) labels: argmax, or the threshold for one channel."""
+        from deeplab_edge.runtime.predictor import scores_to_labels
 
-        if self.channels > 1:
-            return scores.argmax(-1)
-        t = self.threshold
-        cut = t if self.output == "probabilities" else float(np.log(t / (1.0 - t)))
-        return (scores[..., 0] >= cut).astype(np.int64)
+        return scores_to_labels(scores, self.output, self.threshold)
 
 
 def output_kind(model) -> str:

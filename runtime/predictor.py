@@ -27,6 +27,10 @@ TIMINGS_KEPT = 10_000  # per-batch timings kept for `timing_summary` (bounded in
 METADATA_FLAGS = "--input-size H W --mean R G B --std R G B"
 
 
+class UnknownNormalisation(UserError):
+    """A file whose size is known but whose normalisation neither it nor the caller gives."""
+
+
 class Predictor:
     """A model file ready to segment images; keeps per-stage timings of its latest `predict` calls."""
 
@@ -81,10 +85,6 @@ class Predictor:
         output's own resolution), or int labels NHW for a labels output."""
         return self.from_model_output(self.backend.run(self.to_model_input(x)))
 
-    def labels_normalized(self, x: np.ndarray) -> np.ndarray:
-        """Normalised float32 NHWC at model size -> (N, H, W) label maps at model size."""
-        return self.labels_from_raw(self.backend.run(self.to_model_input(x)))
-
     def labels_from_raw(self, raw: np.ndarray) -> np.ndarray:
         """The file's raw output -> (N, H, W) labels at the model's input size.
 
@@ -114,9 +114,7 @@ class Predictor:
             self.meta = replace(self.meta, output=kind)
             self.notes.append(f"the one-channel output read as foreground {kind[:-1] if kind == 'logits' else 'probability'} "
                               f"(values {lo:.3g}..{hi:.3g} on the first image); pass --output-kind to say otherwise")
-        t = self.meta.threshold
-        cut = np.float32(t if self.meta.output == "probabilities" else np.log(t / (1.0 - t)))
-        return (scores >= cut).astype(np.uint8)
+        return (scores >= threshold_cut(self.meta.threshold, self.meta.output)).astype(np.uint8)
 
     def _labels_to_input_size(self, labels: np.ndarray) -> np.ndarray:
         if labels.shape[1:3] == tuple(self.input_size):
@@ -221,6 +219,18 @@ def dequantize(y: np.ndarray, info: TensorInfo) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
+def threshold_cut(threshold: float, output: str) -> np.float32:
+    """Where a one-channel output turns foreground: the threshold itself on a probability, its logit on a logit."""
+    return np.float32(threshold if output == "probabilities" else np.log(threshold / (1.0 - threshold)))
+
+
+def scores_to_labels(scores: np.ndarray, output: str, threshold: float) -> np.ndarray:
+    """(N, H, W, C) float scores -> (N, H, W) labels: argmax, or the one channel thresholded."""
+    if scores.shape[-1] > 1:
+        return scores.argmax(-1)
+    return (scores[..., 0] >= threshold_cut(threshold, output)).astype(np.uint8)
+
+
 def resize_bilinear(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize (half-pixel centres, as TF's and Pillow's) of float NHWC scores to (h, w)."""
     h, w = size
@@ -309,7 +319,8 @@ def resolve_metadata(backend: Backend, *, input_size: Sequence[int] | None = Non
     if norm_mean is None or norm_std is None:
         missing.append("its normalisation (--mean R G B --std R G B)")
     if missing:
-        raise UserError(
+        error = UnknownNormalisation if len(missing) == 1 and size is not None else UserError
+        raise error(
             f"{backend.path} carries no deeplab-edge metadata and no standard TFLite metadata that gives "
             f"{' and '.join(missing)}: pass {METADATA_FLAGS} (e.g. --mean 127.5 127.5 127.5 --std 127.5 127.5 "
             "127.5 for a model trained on pixels scaled to [-1, 1], --mean 0 0 0 --std 255 255 255 for [0, 1]), "

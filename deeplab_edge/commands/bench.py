@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.benchmarks.plots import plot_latency_bars, plot_latency_vs_miou
     from deeplab_edge.benchmarks.report import to_terminal, write_markdown
     from deeplab_edge.errors import UserError
-    from deeplab_edge.runtime.predictor import load_predictor
+    from deeplab_edge.runtime.predictor import UnknownNormalisation, load_predictor
 
     budget = load_budget(args.budget) if args.budget else None  # refuse a bad budget before any work
     if args.threads <= 0 or args.eval_images <= 0:
@@ -86,14 +86,14 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             opened[t.name] = load_predictor(t.file, **flags)
-        except UserError as e:
+        except UnknownNormalisation:
             # Timing needs the input shape, not the normalisation: a file that says neither its mean/std
             # nor gets them from flags is still timed, and its row says why it has no mIoU.
-            if flags.get("mean") is not None or "normalisation" not in str(e):
+            if flags.get("mean") is not None or flags.get("std") is not None:
                 raise
             row_flags[t.name] = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
             opened[t.name] = load_predictor(t.file, **{**flags, **row_flags[t.name]})
-            latency_only[t.name] = "latency only: its normalisation is unknown (no metadata); pass --mean/--std for mIoU"
+            latency_only[t.name] = "its normalisation is unknown (no metadata); pass --mean/--std for mIoU"
     if not opened:
         raise UserError("Pass at least one exported .tflite/.onnx file (or a manifest.json) to benchmark.")
     metas = {name: p.meta for name, p in opened.items()}

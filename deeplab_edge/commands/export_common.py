@@ -30,12 +30,15 @@ def load_for_export(checkpoint: str, data: str | None, name: str | None):
 
 
 def calibration_and_verification(ds, size, formats, calibration_count: int | None, verify_count: int,
-                                 mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5), progress=print):
+                                 mean=None, std=None, progress=print):
     """Calibration images (when a format needs them) and held-out verification images, normalised as
-    the model expects. `calibration_count` None = min(200, training images), with a note when fewer."""
+    the model expects (mean/std None: the project's own normalisation). `calibration_count` None =
+    min(200, training images), with a note when fewer."""
     from deeplab_edge.export.calibration import calibration_from_dataset
     from deeplab_edge.export.pipeline import DEFAULT_CALIBRATION_COUNT
-    from deeplab_edge.model.data import load_arrays, normalize_np
+    from deeplab_edge.model.data import MEAN, STD, load_arrays, normalize_np
+
+    mean, std = (MEAN, STD) if mean is None else (mean, std)
 
     calibration = None
     if any(f.needs_calibration for f in formats):
