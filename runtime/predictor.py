@@ -4,6 +4,11 @@ Pre-processing: resize to the model input (bilinear, Pillow, as in training), no
 (pixel - mean) / std, NHWC or NCHW as the file says, quantise for int8/uint8-input files.
 Post-processing: dequantise, argmax over classes (unless the file outputs labels), resize the label map
 back to the image's own size (nearest neighbour).
+
+`resample="mediapipe"` instead resamples as MediaPipe Tasks' ImageSegmenter does on a phone (CPU):
+the input is sampled bilinearly at x * in/out without half-pixel offset or antialiasing (8-bit fixed
+point, as OpenCV), and the scores are upsampled to the image with aligned corners before the argmax. Use it to see what the phone app
+will show; the default matches training (Pillow) and is the more accurate one.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from .timing import StageTiming, TimingSummary, summarize
 
 TIMINGS_KEPT = 10_000  # per-batch timings kept for `timing_summary` (bounded in streaming use)
 METADATA_FLAGS = "--input-size H W --mean R G B --std R G B"
+RESAMPLING = ("pillow", "mediapipe")
 
 
 class UnknownNormalisation(UserError):
@@ -35,9 +41,12 @@ class Predictor:
     """A model file ready to segment images; keeps per-stage timings of its latest `predict` calls."""
 
     def __init__(self, backend: Backend, meta: ModelMetadata, *, batch_size: int = 8,
-                 notes: Sequence[str] = (), detect_scores: bool = False) -> None:
+                 notes: Sequence[str] = (), detect_scores: bool = False, resample: str = "pillow") -> None:
         if int(batch_size) < 1:
             raise UserError(f"batch_size must be at least 1; received {batch_size}.")
+        if resample not in RESAMPLING:
+            raise UserError(f"resample must be one of {', '.join(RESAMPLING)}; received {resample!r}.")
+        self.resample = resample
         self.backend = backend
         self.meta = meta
         self.batch_size = int(batch_size)
@@ -67,9 +76,12 @@ class Predictor:
         for i, img in enumerate(images):
             img = as_rgb_uint8(img, what=f"image {i}")
             sizes.append(img.shape[:2])
-            if img.shape[:2] != (h, w):
-                img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
-            batch[i] = img
+            if img.shape[:2] == (h, w):
+                batch[i] = img
+            elif self.resample == "mediapipe":
+                batch[i] = sample_like_mediapipe(img, (h, w))
+            else:
+                batch[i] = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
         if np.all(self._mean == self._mean[0]) and np.all(self._std == self._std[0]):
             # One mean/std for all channels (the usual case): scalar ops, 10x faster than broadcasting
             # over a last axis of length 3 (0.56 -> 0.06 ms at 256x256).
@@ -139,9 +151,22 @@ class Predictor:
             t1 = time.perf_counter_ns()
             raw = self.backend.run(x)
             t2 = time.perf_counter_ns()
-            out += self.postprocess(self.labels_from_raw(raw), sizes)
+            if self.resample == "mediapipe" and self.meta.output != "labels":
+                out += self._labels_like_mediapipe(raw, sizes)
+            else:
+                out += self.postprocess(self.labels_from_raw(raw), sizes)
             t3 = time.perf_counter_ns()
             self.timings.append(StageTiming(len(chunk), t1 - t0, t2 - t1, t3 - t2))
+        return out
+
+    def _labels_like_mediapipe(self, raw: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """Scores upsampled to each image with aligned corners, then argmax / threshold (MediaPipe's order)."""
+        scores = self.from_model_output(raw)
+        out = []
+        for i, size in enumerate(sizes):
+            s = upsample_like_mediapipe(scores[i], size)
+            lab = self._threshold(s[..., 0]) if s.shape[-1] == 1 else s.argmax(-1)
+            out.append(lab.astype(np.uint8 if s.shape[-1] <= 256 else np.int32, copy=False))
         return out
 
     def timing_summary(self) -> TimingSummary:
@@ -243,6 +268,44 @@ def resize_bilinear(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def sample_like_mediapipe(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize RGB uint8 `img` to `size` (h, w) as MediaPipe's CPU ImageToTensor does (OpenCV
+    warpPerspective, INTER_LINEAR, on 8-bit pixels): output pixel x samples the input at x * in / out
+    (no half-pixel offset, no antialiasing) with the position rounded to 1/32 pixel and 15-bit fixed-point
+    weights, the result rounded to uint8."""
+    def axis(n_in: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        fixed = np.rint(np.arange(n, dtype=np.float64) * (n_in / n) * 32).astype(np.int64)
+        lo = np.clip(fixed >> 5, 0, n_in - 1)
+        return lo, np.minimum(lo + 1, n_in - 1), fixed & 31
+
+    (y0, y1, fy), (x0, x1, fx) = axis(img.shape[0], size[0]), axis(img.shape[1], size[1])
+    a = img.astype(np.int64)
+    wy0, wy1 = (32 - fy)[:, None, None], fy[:, None, None]
+    wx0, wx1 = (32 - fx)[None, :, None], fx[None, :, None]
+    top, bottom = a[y0], a[y1]
+    acc = (top[:, x0] * wy0 * wx0 + top[:, x1] * wy0 * wx1 + bottom[:, x0] * wy1 * wx0
+           + bottom[:, x1] * wy1 * wx1) * 32  # weights sum to 32 * 32 * 32 = 1 << 15
+    return ((acc + (1 << 14)) >> 15).astype(np.uint8)
+
+
+def upsample_like_mediapipe(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (H, W, C) float scores to `size` (h, w) as MediaPipe's CPU category mask does: bilinear
+    with aligned corners, in float32, interpolating along y first."""
+    def axis(n_in: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scale = np.float32(n_in - 1) / np.float32(max(n - 1, 1))
+        pos = np.arange(n, dtype=np.float32) * scale
+        lo = np.maximum(np.floor(pos), 0).astype(np.intp)
+        hi = np.minimum(np.ceil(pos), n_in - 1).astype(np.intp)
+        return lo, hi, np.clip(pos - lo.astype(np.float32), 0, 1).astype(np.float32)
+
+    (y0, y1, ty), (x0, x1, tx) = axis(scores.shape[0], size[0]), axis(scores.shape[1], size[1])
+    s = scores.astype(np.float32, copy=False)
+    ty = ty[:, None, None]
+    left = s[y0][:, x0] + (s[y1][:, x0] - s[y0][:, x0]) * ty
+    right = s[y0][:, x1] + (s[y1][:, x1] - s[y0][:, x1]) * ty
+    return left + (right - left) * tx[None, :, None]
+
+
 def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a label map to (h, w) with Pillow, as training resizes masks."""
     h, w = size
@@ -259,7 +322,7 @@ def load_predictor(path: str | Path, *, backend: str | None = None, num_threads:
                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                    class_names: str | Sequence[str] | None = None, batch_size: int = 8,
                    threshold: float | None = None, output: str | None = None,
-                   output_kind: str | None = None) -> Predictor:
+                   output_kind: str | None = None, resample: str = "pillow") -> Predictor:
     """Open a `.tflite` / `.onnx` file and build its Predictor.
 
     How to pre- and post-process comes from, in order: the keyword arguments, the file's deeplab-edge
@@ -267,13 +330,14 @@ def load_predictor(path: str | Path, *, backend: str | None = None, num_threads:
     tensors show (layout, size, quantisation). A file that leaves the normalisation unknown needs
     `mean` and `std`; one with a dynamic spatial size needs `input_size`.
     `output` picks an output tensor by name (default the first); `output_kind` (logits, probabilities,
-    labels) says what it holds when the file does not.
+    labels) says what it holds when the file does not. `resample` is "pillow" (as in training) or
+    "mediapipe" (as MediaPipe Tasks' ImageSegmenter on a phone; see the module docstring).
     """
     opened = open_backend(path, backend=backend, num_threads=num_threads, providers=providers, output=output)
     resolved = resolve_metadata(opened, input_size=input_size, mean=mean, std=std, class_names=class_names,
                                 threshold=threshold, output_kind=output_kind)
     return Predictor(opened, resolved.meta, batch_size=batch_size, notes=resolved.notes,
-                     detect_scores=resolved.detect_scores)
+                     detect_scores=resolved.detect_scores, resample=resample)
 
 
 @dataclass(frozen=True)

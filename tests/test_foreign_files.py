@@ -229,3 +229,34 @@ def test_malformed_standard_metadata_is_a_clear_error(tmp_path):
     path.write_bytes(write_tflite_entries(plain, {ENTRY_NAME: b"\x10\x00\x00\x00M001" + b"\xff" * 8}))
     with pytest.raises(UserError, match="standard TFLite metadata.*malformed"):
         load_predictor(path, mean=[0] * 3, std=[1] * 3)
+
+
+def test_resample_like_mediapipe(tmp_path, photo):
+    """--resample mediapipe: input sampled at x * in / out (no half-pixel, no antialias), 3-class scores
+    upsampled with aligned corners before the argmax. Checked against the same maths in float64."""
+    from deeplab_edge.runtime.predictor import sample_like_mediapipe, upsample_like_mediapipe
+
+    img = photo[:300, :451]  # odd sizes: fractional sample positions
+    small = sample_like_mediapipe(img, (SIZE, SIZE))
+    pos_y, pos_x = np.arange(SIZE) * 300 / SIZE, np.arange(SIZE) * 451 / SIZE
+    y0, x0 = np.floor(pos_y).astype(int), np.floor(pos_x).astype(int)
+    fy, fx = (pos_y - y0)[:, None, None], (pos_x - x0)[None, :, None]
+    a = img.astype(np.float64)
+    ref = ((a[y0][:, x0] * (1 - fx) + a[y0][:, x0 + 1] * fx) * (1 - fy)
+           + (a[y0 + 1][:, x0] * (1 - fx) + a[y0 + 1][:, x0 + 1] * fx) * fy)
+    assert small.dtype == np.uint8 and np.abs(small - ref).max() <= 1.5  # positions on a 1/32-pixel grid
+
+    scores = np.random.default_rng(0).normal(size=(4, 5, 3)).astype(np.float32)
+    up = upsample_like_mediapipe(scores, (7, 13))
+    assert up.shape == (7, 13, 3)
+    np.testing.assert_allclose(up[[0, 0, -1, -1]][:, [0, -1]], scores[[0, 0, -1, -1]][:, [0, -1]], rtol=1e-6)
+    # Row 3 of 7 samples y = 3 * 3/6 = 1.5, column 6 of 13 samples x = 6 * 4/12 = 2.
+    np.testing.assert_allclose(up[3, 6], (scores[1, 2] + scores[2, 2]) / 2, rtol=1e-5)
+
+    path = tflite_of(conv1x1(W3), tmp_path, "three")
+    pred = load_predictor(path, mean=[127.5] * 3, std=[127.5] * 3, resample="mediapipe")
+    x = (sample_like_mediapipe(img, (SIZE, SIZE)).astype(np.float32) - 127.5) / 127.5
+    expected = upsample_like_mediapipe(x @ W3, img.shape[:2]).argmax(-1)
+    assert np.mean(pred.predict([img])[0] == expected) > 0.999
+    with pytest.raises(UserError, match="resample must be one of pillow, mediapipe; received 'opencv'"):
+        load_predictor(path, mean=[127.5] * 3, std=[127.5] * 3, resample="opencv")

@@ -37,14 +37,26 @@ def mediapipe_python() -> Path:
     return python
 
 
+def mask_agreement(pred, image: Path, out: Path) -> float:
+    """Fraction of pixels where our runtime's mask equals MediaPipe's category mask for `image`."""
+    ours = pred.predict([np.asarray(Image.open(image).convert("RGB"))])[0]
+    return float(np.mean(ours == np.load(out / f"{image.stem}.npy")))
+
+
+def pixel_weighted(agreements: list[float], images: list[Path]) -> float:
+    sizes = [Image.open(p).size[0] * Image.open(p).size[1] for p in images]
+    return float(np.average(agreements, weights=sizes))
+
+
 def segment(python: Path, model: Path, images: list[Path], out: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(python), str(CLIENT), str(model), str(out), *map(str, images)],
                           capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
-def int8_float_io(trained_tiny, synthetic_folder, tmp_path_factory) -> Path:
-    """The trained tiny model as full-int8 TFLite with float32 input/output (what MediaPipe accepts)."""
+def int8_io(trained_tiny, synthetic_folder, tmp_path_factory) -> Path:
+    """The trained tiny model as full-int8 TFLite with int8 input/output (not our default: MediaPipe
+    refuses int8 inputs)."""
     from deeplab_edge.commands.export_common import calibration_and_verification
     from deeplab_edge.export.formats import resolve_formats
     from deeplab_edge.export.pipeline import export_all
@@ -55,14 +67,14 @@ def int8_float_io(trained_tiny, synthetic_folder, tmp_path_factory) -> Path:
     model, info = load_checkpoint(run_dir / "best.keras")
     formats = resolve_formats(["tflite_int8"])
     calib, vx, vy = calibration_and_verification(scan_folder(synthetic_folder), (64, 64), formats, 32, 16)
-    out = tmp_path_factory.mktemp("int8_float_io")
-    report = export_all(model, info, out, name="tiny", formats=["tflite_int8"], options={"io_type": "float32"},
+    out = tmp_path_factory.mktemp("int8_io")
+    report = export_all(model, info, out, name="tiny", formats=["tflite_int8"], options={"io_type": "int8"},
                         calibration=calib, verify_images=vx, verify_masks=vy, progress=lambda m: None,
                         checkpoint=run_dir / "best.keras")
     return report.files[0].path
 
 
-def test_mediapipe_image_segmenter_runs_our_files(mediapipe_python, exported, int8_float_io, synthetic_folder,
+def test_mediapipe_image_segmenter_runs_our_files(mediapipe_python, exported, int8_io, synthetic_folder,
                                                   tmp_path):
     from deeplab_edge.runtime import load_predictor
 
@@ -74,24 +86,31 @@ def test_mediapipe_image_segmenter_runs_our_files(mediapipe_python, exported, in
         Image.fromarray(img).save(photos[-1])
     results = {}
     for fmt, path in [("tflite_fp32", files["tflite_fp32"]), ("tflite_fp16", files["tflite_fp16"]),
-                      ("tflite_dynamic", files["tflite_dynamic"]), ("tflite_int8 (float io)", int8_float_io)]:
+                      ("tflite_dynamic", files["tflite_dynamic"]), ("tflite_int8", files["tflite_int8"])]:
         out = tmp_path / fmt.replace(" ", "_")
         proc = segment(mediapipe_python, path, at_size + photos, out)
         assert proc.returncode == 0, (fmt, proc.stderr[-2000:])
         assert json.loads((out / "labels.json").read_text()) == list(exported[2].class_names), fmt
-        pred = load_predictor(path)
-        same = [np.mean(pred.predict([np.asarray(Image.open(p).convert("RGB"))])[0] == np.load(out / f"{p.stem}.npy"))
-                for p in at_size]
-        other = [np.mean(pred.predict([np.asarray(Image.open(p).convert("RGB"))])[0] == np.load(out / f"{p.stem}.npy"))
-                 for p in photos]
-        results[fmt] = {"at_input_size": float(np.mean(same)), "photos": float(np.mean(other)),
+        ours = {mode: load_predictor(path, resample=mode) for mode in ("pillow", "mediapipe")}
+        agree = {mode: [mask_agreement(pred, p, out) for p in images] for mode, pred in ours.items()
+                 for images in [at_size + photos]}
+        same = agree["pillow"][:len(at_size)]
+        mp_photos = agree["mediapipe"][len(at_size):]
+        results[fmt] = {"at_input_size_min": min(same), "photos_default": agree["pillow"][len(at_size):],
+                        "photos_resample_mediapipe": mp_photos,
+                        "photos_resample_mediapipe_pixels": pixel_weighted(mp_photos, photos),
                         "mediapipe_ms_median": float(np.median(json.loads((out / "timing.json").read_text())["ms"]))}
-        # At the model's input size nothing is resampled: MediaPipe and our runtime must give the same masks.
-        assert min(same) > 0.999, (fmt, same)
-        # Larger photos: MediaPipe resamples differently (see README); the masks still mostly agree.
-        assert np.mean(other) > 0.7, (fmt, other)
+        # At the model's input size nothing is resampled: MediaPipe and our runtime give the same masks.
+        # Dynamic-range files run hybrid kernels that quantise activations on the fly; MediaPipe
+        # 0.10.14 bundles an older TFLite whose hybrid kernels round differently (measured 98.3-99.9%).
+        floor = 0.98 if fmt == "tflite_dynamic" else 0.999
+        assert min(same) > floor, (fmt, same)
+        # Larger photos, resampled as MediaPipe does (--resample mediapipe): >= 99% of all pixels.
+        assert results[fmt]["photos_resample_mediapipe_pixels"] >= (0.98 if fmt == "tflite_dynamic" else 0.99), \
+            (fmt, results[fmt])
+        assert min(mp_photos) > 0.95, (fmt, mp_photos)
     print(json.dumps(results, indent=1))
 
     # Integer input: MediaPipe refuses it with an error naming the type (float32/uint8 only), not a crash.
-    proc = segment(mediapipe_python, files["tflite_int8"], at_size[:1], tmp_path / "int8io")
+    proc = segment(mediapipe_python, int8_io, at_size[:1], tmp_path / "int8io")
     assert proc.returncode == 1 and "INT8" in proc.stderr

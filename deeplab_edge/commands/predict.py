@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per inference call")
     add_model_flags(parser)
     parser.add_argument("--no-overlay", action="store_true", help="write the masks only")
+    parser.add_argument("--resample", choices=("pillow", "mediapipe"), default="pillow",
+                        help="how to resize images to the model and masks back: pillow (as in training, the "
+                             "default) or mediapipe (as MediaPipe Tasks' ImageSegmenter does on a phone)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     summary = predict_paths(
         args.model, args.images, args.out, backend=args.backend, num_threads=args.threads,
-        providers=args.providers, batch_size=args.batch_size, overlay=not args.no_overlay, **model_flags(args),
+        providers=args.providers, batch_size=args.batch_size, overlay=not args.no_overlay, resample=args.resample,
+        **model_flags(args),
     )
     print(summary.to_text(failures=False))
     if summary.failed:
