@@ -13,6 +13,7 @@ import sys
 
 from . import __version__
 from .errors import UserError
+from .logs import quiet_runtimes
 
 # name -> one-line help. Order is the order of `--help`.
 COMMANDS = {
@@ -36,7 +37,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     )
     parser.add_argument("--version", action="version", version=f"deeplab-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    return parser, {name: sub.add_parser(name, help=text, description=text) for name, text in COMMANDS.items()}
+    subparsers = {name: sub.add_parser(name, help=text, description=text) for name, text in COMMANDS.items()}
+    for p in subparsers.values():
+        p.add_argument("--verbose", action="store_true",
+                       help="show TensorFlow's and onnxruntime's own log lines (hidden by default)")
+    return parser, subparsers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser, subparsers = build_parser()
     # Only the chosen command's module is imported (and so only it may import TensorFlow).
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen in COMMANDS and "--verbose" not in argv:
+        # Before the command's module may import TensorFlow.
+        quiet_runtimes(onnxruntime=chosen in ("demo", "export", "predict", "bench", "profile"))
     modules = {}
     if chosen in COMMANDS:
         modules[chosen] = importlib.import_module(f"deeplab_edge.commands.{chosen}")

@@ -81,20 +81,33 @@ def export_onnx_int8(fp32_path: Path, out: Path, *, metadata: ModelMetadata, cal
         try:
             # Symbolic shape inference fails on tf2onnx graphs ("Incomplete symbolic shape inference");
             # ONNX shape inference and the graph optimisation still run.
-            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-            logging.getLogger().setLevel(logging.ERROR)
-            quantize_static(
-                str(pre), str(q), calibration.ort_reader(input_name),
-                quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
-                weight_type=QuantType.QInt8, reduce_range=reduce_range,
-                calibrate_method=CalibrationMethod.MinMax,
-            )
+            with _quiet_quantizer():
+                quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+                quantize_static(
+                    str(pre), str(q), calibration.ort_reader(input_name),
+                    quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
+                    weight_type=QuantType.QInt8, reduce_range=reduce_range,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
         except Exception as e:
             raise UserError(f"ONNX int8 quantisation failed: {str(e).splitlines()[0][:500]}") from None
         proto = onnx.load(str(q))
     _set_metadata(proto, metadata)
     return _save(proto, out)
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """onnxruntime's quantiser logs its progress through the root logger: errors only while it runs,
+    then the caller's level back."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def onnx_op_histogram(path: Path) -> dict[str, int]:

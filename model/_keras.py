@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import os
 
+from deeplab_edge.logs import held_stderr
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+# TensorFlow's import prints absl lines TF_CPP_MIN_LOG_LEVEL does not cover; held back when quiet.
+with held_stderr():
+    import tensorflow as tf
+    import tf_keras as keras
 
 KERAS_IMPL = f"tf-keras {keras.__version__} (Keras 2 API) on tensorflow {tf.__version__}"
 

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from deeplab_edge.errors import UserError, did_you_mean, unknown_name_error
+from deeplab_edge.logs import held_stderr
 
 from .files import check_model_file
 from .metadata import ModelMetadata, read_onnx_metadata, read_tflite_metadata
@@ -135,8 +136,9 @@ class LiteRTBackend:
         self.metadata = read_tflite_metadata(buf, source=str(self.path))
         self.standard = read_standard_metadata(buf, source=str(self.path))
         try:
-            self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
-            self._interp.allocate_tensors()
+            with held_stderr():  # "Created TensorFlow Lite XNNPACK delegate" when the CLI is quiet
+                self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise UserError(f"LiteRT cannot load {self.path}: {e}. Export it again with `deeplab-edge export`.") from None
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()

@@ -260,3 +260,20 @@ def test_resample_like_mediapipe(tmp_path, photo):
     assert np.mean(pred.predict([img])[0] == expected) > 0.999
     with pytest.raises(UserError, match="resample must be one of pillow, mediapipe; received 'opencv'"):
         load_predictor(path, mean=[127.5] * 3, std=[127.5] * 3, resample="opencv")
+
+
+def test_cli_is_quiet_unless_verbose(tmp_path, photo):
+    """LiteRT's "Created TensorFlow Lite XNNPACK delegate" (C++ stderr) is held back by the CLI; shown
+    with --verbose. The notes and results still print."""
+    import subprocess
+
+    path = tflite_of(conv1x1(W3), tmp_path, "three.tflite")
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    base = [sys.executable, "-m", "deeplab_edge", "predict", str(path), str(tmp_path / "photo.png"),
+            "--mean", "127.5", "127.5", "127.5", "--std", "127.5", "127.5", "127.5"]
+    quiet = subprocess.run([*base, "--out", str(tmp_path / "q")], capture_output=True, text=True, timeout=120)
+    loud = subprocess.run([*base, "--out", str(tmp_path / "v"), "--verbose"], capture_output=True, text=True,
+                          timeout=120)
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr + loud.stderr
+    assert "wrote 1 mask(s)" in quiet.stdout and "XNNPACK" not in quiet.stderr
+    assert "XNNPACK" in loud.stderr

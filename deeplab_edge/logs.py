@@ -1,0 +1,54 @@
+"""Quiet by default: the CLI hides the runtimes' own log lines unless `--verbose` is given.
+
+`quiet_runtimes()` (called by the CLI) sets DEEPLAB_EDGE_QUIET=1 and the levels TensorFlow and
+onnxruntime read; `held_stderr()` holds back the C++ lines that no level covers (TensorFlow's absl
+lines at import, LiteRT's "Created TensorFlow Lite XNNPACK delegate") and replays them if the
+wrapped code fails. Library users who never call `quiet_runtimes` see everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+
+QUIET_ENV = "DEEPLAB_EDGE_QUIET"
+
+
+def quiet_runtimes(*, onnxruntime: bool = False) -> None:
+    """Errors only from TensorFlow (set before it is imported) and, if asked, onnxruntime."""
+    os.environ[QUIET_ENV] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if onnxruntime:
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(3)
+
+
+@contextlib.contextmanager
+def held_stderr() -> Iterator[None]:
+    """When quiet: the process's stderr (fd 2, C++ included) goes to a temporary file for the block;
+    replayed if the block raises. Otherwise a no-op."""
+    if os.environ.get(QUIET_ENV) != "1":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr (embedded interpreter, closed fd)
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
