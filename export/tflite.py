@@ -40,8 +40,24 @@ def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, 
         return _convert(model, mode, calibration, io_type)
 
 
+def keras_converter(model) -> tf.lite.TFLiteConverter:
+    """A TFLite converter for a Keras model's inference graph, 4-5x faster than `from_keras_model`.
+
+    `from_keras_model` saves the Keras model as a SavedModel first, and tf-keras' serialisation traces
+    every layer's call functions (~20 s for the tiny preset at 128 px, all but 4 s of the conversion).
+    Here only the inference function and the variables it reads are saved: the same ops, the same
+    outputs (checked bit-exact on the tiny preset), the same input name and shape.
+    """
+    holder = tf.Module()
+    holder.model_variables = list(model.variables)
+    holder.serve = tf.function(lambda x: model(x, training=False))
+    name = (getattr(model, "input_names", None) or ["image"])[0]
+    spec = tf.TensorSpec((None, *model.input_shape[1:]), model.inputs[0].dtype, name=name)
+    return tf.lite.TFLiteConverter.from_concrete_functions([holder.serve.get_concrete_function(spec)], holder)
+
+
 def _convert(model, mode: str, calibration: Calibration | None, io_type: str) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = keras_converter(model)
     if mode == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]

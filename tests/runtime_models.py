@@ -97,6 +97,7 @@ def _build(root: Path) -> RuntimeModels:
     import tf2onnx
 
     import deeplab_edge.model._keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow)
+    from deeplab_edge.export.tflite import keras_converter
     from deeplab_edge.model.deeplab import build_deeplabv3plus
     from deeplab_edge.model.presets import get_preset
     from deeplab_edge.runtime.metadata import write_tflite_metadata
@@ -111,7 +112,7 @@ def _build(root: Path) -> RuntimeModels:
     meta = ModelMetadata(class_names=CLASS_NAMES, input_size=(h, w), mean=MEAN, std=STD, preset="tiny",
                          variant="tflite_fp32", version="test", config=cfg.to_dict())
 
-    fp32 = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    fp32 = keras_converter(model).convert()
     (root / "tiny_plain.tflite").write_bytes(fp32)
     (root / "tiny.tflite").write_bytes(write_tflite_metadata(fp32, meta))
 
@@ -120,7 +121,7 @@ def _build(root: Path) -> RuntimeModels:
             yield [img[None]]
 
     def int8(io_type) -> bytes:
-        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        conv = keras_converter(model)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = representative
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
