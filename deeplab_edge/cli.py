@@ -2,7 +2,8 @@
 
 Each subcommand lives in `deeplab_edge/commands/<name>.py` with `add_arguments(parser)` and
 `run(args) -> int`, imported only when chosen (so `predict` never imports TensorFlow).
-A `UserError` prints as one clear line and exits 2; no traceback for a user mistake.
+A `UserError`, an OSError (read-only or full disk, missing path, no permission) and a MemoryError print
+as one clear line and exit 2; no traceback for a user mistake.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, memory_error_message, os_error_message
 from .logs import quiet_runtimes
 
 # name -> one-line help. Order is the order of `--help`.
@@ -49,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser, subparsers = build_parser()
     # Only the chosen command's module is imported (and so only it may import TensorFlow).
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    if chosen in COMMANDS and "--verbose" not in argv:
-        # Before the command's module may import TensorFlow.
-        quiet_runtimes(onnxruntime=chosen in ("demo", "export", "predict", "bench", "profile"))
+    if chosen in COMMANDS:  # before the command's module may import TensorFlow
+        quiet_runtimes(onnxruntime=chosen in ("demo", "export", "predict", "bench", "profile"),
+                       verbose="--verbose" in argv)
     modules = {}
     if chosen in COMMANDS:
         modules[chosen] = importlib.import_module(f"deeplab_edge.commands.{chosen}")
@@ -64,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(modules[args.command].run(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the user chose: read-only, full, missing, no permission
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"error: {memory_error_message(args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

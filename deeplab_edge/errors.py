@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -21,3 +22,29 @@ def unknown_name_error(kind: str, name: str, choices: Iterable[str]) -> UserErro
     return UserError(
         f"Unknown {kind} {name!r}.{did_you_mean(name, choices)} Valid {kind}s: {', '.join(choices)}."
     )
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space or choose another output folder",
+    errno.EDQUOT: "the disk quota is exceeded: free some space or choose another output folder",
+    errno.EACCES: "permission denied: choose a folder you can write to (e.g. --out under your home)",
+    errno.EPERM: "operation not permitted: choose a folder you can write to",
+    errno.EROFS: "the file system is read-only: choose another output folder",
+    errno.ENOENT: "no such file or folder: check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+    errno.EISDIR: "a folder was given where a file is needed: check the path",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n) or process fewer files at once",
+}
+
+
+def os_error_message(e: OSError) -> str:
+    """One line for an OSError the user can act on: what failed, on which path, and what to do."""
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p)
+    what = e.strerror or str(e) or type(e).__name__
+    hint = _OS_HINTS.get(e.errno or -1)
+    return f"{what}{f': {paths}' if paths else ''}" + (f" ({hint})." if hint else ".")
+
+
+def memory_error_message(command: str) -> str:
+    return (f"`{command}` ran out of memory. Use smaller batches (--batch-size), a smaller input size or "
+            "fewer images at once, or run on a machine with more RAM.")

@@ -17,8 +17,14 @@ from collections.abc import Iterator
 QUIET_ENV = "DEEPLAB_EDGE_QUIET"
 
 
-def quiet_runtimes(*, onnxruntime: bool = False) -> None:
-    """Errors only from TensorFlow (set before it is imported) and, if asked, onnxruntime."""
+def quiet_runtimes(*, onnxruntime: bool = False, verbose: bool = False) -> None:
+    """Errors only from TensorFlow (set before it is imported) and, if asked, onnxruntime; with
+    `verbose`, everything (also for child processes that inherited a quiet environment)."""
+    if verbose:
+        os.environ[QUIET_ENV] = "0"
+        if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3":
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        return
     os.environ[QUIET_ENV] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if onnxruntime:

@@ -53,11 +53,11 @@ class ExportReport:
         return all(f.verification.passed for f in self.files)
 
     def table(self) -> str:
-        head = f"{'format':<15} {'size':>9} {'convert':>8}  {'verification':<44} result"
+        head = f"{'format':<15} {'size':>9} {'convert':>8}  {'verification':<54} result"
         lines = [head, "-" * len(head)]
         for f in self.files:
             lines.append(f"{f.format:<15} {f.size_bytes / 1e6:>7.2f}MB {f.seconds:>7.1f}s  "
-                         f"{f.verification.figure:<44} {'PASS' if f.verification.passed else 'FAIL'}")
+                         f"{f.verification.figure:<54} {'PASS' if f.verification.passed else 'FAIL'}")
         return "\n".join(lines)
 
 

@@ -14,11 +14,14 @@ from .spec import ModelSpec
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Pass limits. Float files: largest |logit difference| relative to the logit scale, max(1, max|logit|).
-    Quantised files: argmax pixel agreement with Keras and mIoU drop (points) against ground truth."""
+    """Pass limits. float32 files: largest |logit difference| relative to the logit scale, max(1, max|logit|).
+    float16 and quantised files: argmax pixel agreement with Keras and mIoU drop (points) against ground
+    truth; float16's limits are tighter, and its logit difference is reported but not decisive (a 2.6e-2
+    relative difference came with 99.93% agreement and -0.01 mIoU on a real 2-class dataset)."""
 
     fp32_rel_diff: float = 1e-3
-    fp16_rel_diff: float = 2e-2
+    fp16_min_agreement: float = 0.99
+    fp16_max_miou_drop: float = 0.5
     min_agreement: float = 0.95
     max_miou_drop: float = 2.0
 
@@ -101,15 +104,18 @@ def verify_outputs(scores: np.ndarray | None, labels: np.ndarray, ref: Reference
     if scores is not None:
         max_abs = float(np.abs(scores - ref.logits).max())
         rel = max_abs / max(1.0, float(np.abs(ref.logits).max()))
-    if precision in ("fp32", "fp16") and rel is not None:
-        limit = thresholds.fp32_rel_diff if precision == "fp32" else thresholds.fp16_rel_diff
-        passed = rel <= limit
-        criterion = f"max|Δlogit|/scale <= {limit:g}"
+    if precision == "fp32" and rel is not None:
+        passed = rel <= thresholds.fp32_rel_diff
+        criterion = f"max|Δlogit|/scale <= {thresholds.fp32_rel_diff:g}"
         figure = f"max|Δlogit| {max_abs:.2e} (rel {rel:.1e})"
     else:
-        passed = agree >= thresholds.min_agreement and drop <= thresholds.max_miou_drop
-        criterion = f"agreement >= {thresholds.min_agreement:.0%}, mIoU drop <= {thresholds.max_miou_drop:g} pt"
+        min_agree, max_drop = ((thresholds.fp16_min_agreement, thresholds.fp16_max_miou_drop) if precision == "fp16"
+                               else (thresholds.min_agreement, thresholds.max_miou_drop))
+        passed = agree >= min_agree and drop <= max_drop
+        criterion = f"agreement >= {min_agree:.0%}, mIoU drop <= {max_drop:g} pt"
         figure = f"agree {100 * agree:.2f}%, mIoU {100 * miou:.1f} vs {100 * keras_miou:.1f}"
+        if precision == "fp16" and rel is not None:
+            figure += f", rel Δlogit {rel:.1e}"
     return Verification(bool(passed), len(ref.images), max_abs, rel, agree, miou, keras_miou, drop, criterion, figure)
 
 

@@ -37,6 +37,17 @@ class TrainSettings:
     devices: tuple[str, ...] | None = None  # for MirroredStrategy; None = all visible
     bn_recalibration_steps: int = 20
 
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "steps_per_epoch", "max_train_images"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise UserError(f"--{name.replace('_', '-')} must be a whole number of at least 1; received {value}.")
+        if not self.learning_rate > 0:
+            raise UserError(f"--lr must be positive, e.g. 2e-3; received {self.learning_rate}.")
+        if self.bn_recalibration_steps < 0 or self.weight_decay < 0:
+            raise UserError("bn_recalibration_steps and weight_decay must not be negative; received "
+                            f"{self.bn_recalibration_steps} and {self.weight_decay}.")
+
 
 @dataclass(frozen=True)
 class TrainResult:

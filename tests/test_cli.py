@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 from deeplab_edge.cli import main
+
+
+def rm_file(tmp_path):
+    """A hand-made 1x1-conv .onnx file with deeplab-edge metadata (tests/runtime_models.py)."""
+    import runtime_models as rm
+
+    from deeplab_edge.runtime.metadata import ModelMetadata
+
+    meta = ModelMetadata(class_names=rm.CLASS_NAMES, input_size=(32, 32), mean=rm.MEAN, std=rm.STD)
+    rm._hand_onnx(tmp_path / "hand.onnx", meta, labels=False)
+    return tmp_path / "hand.onnx"
 
 
 def test_help_lists_every_command(capsys):
@@ -23,10 +38,22 @@ def test_help_lists_every_command(capsys):
     (["export", "x.keras", "--formats", "onnx_fp32", "--io-type", "uint8"], "applies to tflite_int8 only"),
     (["export", "x.keras", "--formats", "tflite_int9"], "Did you mean: tflite_int8"),
     (["train", "--data", "/nonexistent/folder"], "does not exist"),
+    (["train", "--batch-size", "0", "--data", "/nonexistent/folder"], "--batch-size must be a whole number of at least 1"),
+    (["train", "--width", "0", "--data", "/nonexistent/folder"], "--width must be at least 1; received 0"),
+    (["train", "--atrous-rates", "0", "--data", "/nonexistent/folder"], "--atrous-rates must be positive integers"),
+    (["demo", "--epochs", "0", "--data", "/nonexistent/folder"], "--epochs must be a whole number of at least 1"),
+    (["demo", "--preset", "egde", "--data", "/nonexistent/folder"], "Did you mean: edge"),
+    (["predict", "{model}", "{folder}/JPEGImages", "--out", "/proc/deeplab-edge-out"], "/proc/deeplab-edge-out"),
+    (["predict", "{model}", "{folder}/JPEGImages", "--out", "{model}/sub"], "Not a directory"),
 ])
 def test_user_mistakes_are_one_line_errors(argv, needle, capsys, synthetic_folder, tmp_path, monkeypatch):
+    """Options are refused before any data is read (the dataset paths above do not exist); OSErrors on a
+    path the user chose (a folder under /proc, a file as a folder) are one line too."""
     monkeypatch.chdir(tmp_path)
-    argv = [a.replace("{folder}", str(synthetic_folder)) for a in argv]
+    model = str(tmp_path / "model.onnx")
+    if "{model}" in " ".join(argv):
+        model = str(rm_file(tmp_path))
+    argv = [a.replace("{folder}", str(synthetic_folder)).replace("{model}", model) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]

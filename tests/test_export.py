@@ -174,3 +174,27 @@ def test_unsafe_checkpoint_refused(tmp_path):
     with pytest.raises(UserError, match="not a valid .keras"):
         load_checkpoint(tmp_path / "cut.keras")
     assert os.path.exists(tmp_path / "lam.keras")
+
+
+def test_fp16_is_judged_by_agreement_not_logit_difference():
+    """A float16 file whose logits differ by 2.6e-2 of their scale but whose masks agree passes; one whose
+    masks disagree on 2% of pixels fails, whatever its logit difference."""
+    from deeplab_edge.export.spec import ModelSpec
+    from deeplab_edge.export.verify import Reference, Thresholds, verify_outputs
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4, 16, 16, 3)).astype(np.float32)
+    logits[..., 0] += 2.0  # a margin so a small perturbation keeps the argmax
+    spec = ModelSpec(("a", "b", "c"), (127.5,) * 3, (127.5,) * 3, "logits", 3)
+    ref = Reference(np.zeros((4, 16, 16, 3), np.float32), logits, logits.argmax(-1), spec)
+    scale = float(np.abs(logits).max())
+    close = logits.copy()
+    close[0, 0, 0, 0] += 0.026 * scale  # the largest difference, on a pixel whose class stays the same
+    close[0, 0, 0, 0] = max(close[0, 0, 0, 0], close[0, 0, 0].max())
+    v = verify_outputs(close, close.argmax(-1), ref, "fp16", Thresholds())
+    assert v.passed and v.rel_diff > 2e-2 and "rel Δlogit" in v.figure and "agree 100.00%" in v.figure
+    off = logits.argmax(-1).copy()
+    off.reshape(-1)[: int(0.02 * off.size)] = (off.reshape(-1)[: int(0.02 * off.size)] + 1) % 3
+    v = verify_outputs(logits, off, ref, "fp16", Thresholds())
+    assert not v.passed and v.rel_diff == 0.0 and v.agreement < 0.99
+    assert verify_outputs(close, close.argmax(-1), ref, "fp32", Thresholds()).passed is False  # fp32 stays strict

@@ -32,7 +32,20 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from deeplab_edge.errors import UserError
+    from deeplab_edge.model.presets import get_preset
+    from deeplab_edge.model.train import TrainSettings
 
+    # Everything the options can get wrong is refused before the dataset is built or anything trained.
+    preset = get_preset(args.preset)
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                             max_train_images=args.max_train_images, verbose=1)
+    for flag in ("threads", "eval_images", "calibration_count"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1; received {getattr(args, flag)}.")
+    if not args.bench_min_time > 0:
+        raise UserError(f"--bench-min-time must be positive (seconds); received {args.bench_min_time}.")
+    if args.input_size:
+        preset.config.replace(input_size=tuple(args.input_size))
     out = Path(args.out)
     run_dir, models_dir, bench_dir, pred_dir = out / "run", out / "models", out / "bench", out / "predictions"
     if out.exists() and any(out.iterdir()):
@@ -52,15 +65,12 @@ def run(args: argparse.Namespace) -> int:
 
     t = _step(2, total, f"train preset {args.preset!r} for {args.epochs} epoch(s)")
     from deeplab_edge.model._keras import KERAS_IMPL
-    from deeplab_edge.model.presets import get_preset
-    from deeplab_edge.model.train import TrainSettings, train
+    from deeplab_edge.model.train import train
 
-    config = get_preset(args.preset).config.replace(
+    config = preset.config.replace(
         num_classes=ds.num_classes, input_size=tuple(args.input_size) if args.input_size else None)
     print(f"keras: {KERAS_IMPL}", flush=True)
-    result = train(config, ds, run_dir, TrainSettings(epochs=args.epochs, batch_size=args.batch_size,
-                                                       learning_rate=args.lr, max_train_images=args.max_train_images,
-                                                       verbose=1), preset=args.preset)
+    result = train(config, ds, run_dir, settings, preset=args.preset)
     print(f"best validation mIoU {100 * result.best_val_miou:.1f}% ({result.images_per_second:.1f} img/s)")
     timings["train"] = time.perf_counter() - t
 

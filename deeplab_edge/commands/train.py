@@ -27,24 +27,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplab_edge.errors import UserError
     from deeplab_edge.model._keras import KERAS_IMPL
     from deeplab_edge.model.train import TrainSettings, train
 
-    for flag in ("epochs", "batch_size", "steps_per_epoch", "max_train_images", "lr"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise UserError(f"--{flag.replace('_', '-')} must be positive; received {value}.")
+    # Options are checked before the dataset is scanned or built.
+    config_from_args(args)
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                             steps_per_epoch=args.steps_per_epoch, max_train_images=args.max_train_images,
+                             seed=args.seed, resume=args.resume, verbose=2 if args.quiet else 1,
+                             backbone_weights=args.backbone_weights)
     ds = open_dataset(args.data)
     config = config_from_args(args, num_classes=ds.num_classes)
     print(f"keras: {KERAS_IMPL}")
     print(f"data: {ds.root} ({ds.layout} layout, {len(ds.train)} train / {len(ds.val)} val, "
           f"{ds.num_classes} classes)")
     print(f"model: preset {args.preset}: {json.dumps(config.to_dict())}")
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                             steps_per_epoch=args.steps_per_epoch, max_train_images=args.max_train_images,
-                             seed=args.seed, resume=args.resume, verbose=2 if args.quiet else 1,
-                             backbone_weights=args.backbone_weights)
     result = train(config, ds, args.out, settings, preset=args.preset)
     print(f"best validation mIoU {100 * result.best_val_miou:.1f}% -> {result.best_checkpoint}")
     print(f"{result.epochs_run} epoch(s) in {result.seconds:.0f} s ({result.images_per_second:.1f} img/s); "
