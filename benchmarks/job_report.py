@@ -7,8 +7,9 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from deeplab_edge.fileio import write_text_atomic
+
 from .report import to_markdown
-from .results import atomic_write_text
 from .sysinfo import machine_summary
 from .targets import check_targets, targets_markdown
 
@@ -70,7 +71,7 @@ def write_job_report(out: Path, *, train, export, bench, predict, timings: dict,
     md.append("")
     md.append(predict.timing.to_text().replace("\n", "  \n"))
     report_md = out / "report.md"
-    atomic_write_text(report_md, "\n".join(md) + "\n")
+    write_text_atomic(report_md, "\n".join(md) + "\n")
     data = {
         "preset": preset, "config": config.to_dict(), "timings_s": timings,
         "dataset": {"root": str(dataset.root), "train": len(dataset.train), "val": len(dataset.val),
@@ -84,5 +85,5 @@ def write_job_report(out: Path, *, train, export, bench, predict, timings: dict,
                     "timing": predict.timing.to_dict()},
     }
     report_json = out / "report.json"
-    atomic_write_text(report_json, json.dumps(data, indent=2, default=str))
+    write_text_atomic(report_json, json.dumps(data, indent=2, default=str))
     return report_md, report_json

@@ -15,11 +15,10 @@ from pathlib import Path
 
 
 def run(out_md: Path, *, threads: int, min_time_s: float, presets: list[str]) -> dict:
-    from deeplab_edge.commands._common import open_dataset
     from deeplab_edge.export.calibration import Calibration
     from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.fileio import write_text_atomic
-    from deeplab_edge.model.data import load_arrays, normalize_np
+    from deeplab_edge.model.data import load_arrays, normalize_np, open_dataset
     from deeplab_edge.model.deeplab import build_deeplabv3plus
     from deeplab_edge.model.flops import model_cost
     from deeplab_edge.model.presets import get_preset

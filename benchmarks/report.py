@@ -10,7 +10,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .results import BenchReport, BenchRow, atomic_write_text
+from deeplab_edge.fileio import write_text_atomic
+
+from .results import BenchReport, BenchRow
 from .sysinfo import isa_summary, machine_summary
 
 __all__ = ["COLUMNS", "to_markdown", "to_terminal", "write_markdown"]
@@ -161,4 +163,4 @@ def to_terminal(report: BenchReport) -> str:
 
 def write_markdown(report: BenchReport, path: str | os.PathLike) -> Path:
     """Write `to_markdown(report)` to `path` atomically (temporary file then os.replace)."""
-    return atomic_write_text(path, to_markdown(report))
+    return write_text_atomic(path, to_markdown(report))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deeplab_edge.errors import UserError, unknown_name_error
-from deeplab_edge.fileio import write_bytes_atomic, write_text_atomic
+from deeplab_edge.fileio import write_text_atomic
 
 from .stats import LatencyStats
 
@@ -28,8 +28,6 @@ __all__ = [
     "BenchReport",
     "BenchRow",
     "add_miou_drop",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "load_report",
 ]
 
@@ -41,11 +39,6 @@ STATUSES = ("ok", "skipped", "failed")
 
 def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-# Atomic writes live in deeplab_edge.fileio; these names stay importable from here.
-atomic_write_bytes = write_bytes_atomic
-atomic_write_text = write_text_atomic
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,12 +219,7 @@ class BenchReport:
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Write the report as JSON, atomically (temporary file then os.replace)."""
-        return atomic_write_text(path, self.to_json())
-
-    def to_markdown(self) -> str:
-        from .report import to_markdown
-
-        return to_markdown(self)
+        return write_text_atomic(path, self.to_json())
 
 
 def load_report(path: str | os.PathLike) -> BenchReport:

@@ -57,7 +57,7 @@ def time_files(files: dict[str, Path], threads: int, min_time_s: float) -> dict[
 
 
 def export_four(model, info, out: Path, ds, calib_count: int = 64) -> tuple[dict, dict]:
-    from deeplab_edge.commands.export_common import calibration_and_verification
+    from deeplab_edge.export.calibration import calibration_and_verification
     from deeplab_edge.export.formats import resolve_formats
     from deeplab_edge.export.pipeline import export_all
 
@@ -70,8 +70,8 @@ def export_four(model, info, out: Path, ds, calib_count: int = 64) -> tuple[dict
 
 
 def run_variants(out_md: Path, *, train_images: int, threads: int, min_time_s: float, only: list[str] | None) -> dict:
-    from deeplab_edge.commands._common import open_dataset
     from deeplab_edge.model.checkpoint import ModelInfo, load_checkpoint
+    from deeplab_edge.model.data import open_dataset
     from deeplab_edge.model.deeplab import build_deeplabv3plus, rebuild
     from deeplab_edge.model.flops import model_cost
     from deeplab_edge.model.presets import get_preset

@@ -9,6 +9,8 @@ import numpy as np
 
 from deeplab_edge.errors import UserError
 
+DEFAULT_CALIBRATION_COUNT = 200
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -73,3 +75,28 @@ def calibration_from_dataset(dataset, size: tuple[int, int], count: int, *, seed
     samples = [dataset.train[i] for i in sorted(idx)]
     images, _ = load_arrays(samples, size, dataset.num_classes)
     return Calibration(normalize_np(images, mean, std), f"{count} training images of {dataset.root}")
+
+
+def calibration_and_verification(ds, size, formats, calibration_count: int | None, verify_count: int,
+                                 mean=None, std=None, progress=print):
+    """Calibration images (when a format needs them) and held-out verification images, normalised as
+    the model expects (mean/std None: the project's own normalisation). `calibration_count` None =
+    min(200, training images), with a note when fewer."""
+    from deeplab_edge.model.data import MEAN, STD, load_arrays, normalize_np
+
+    mean, std = (MEAN, STD) if mean is None else (mean, std)
+
+    calibration = None
+    if any(f.needs_calibration for f in formats):
+        count = calibration_count
+        if count is None:
+            count = min(DEFAULT_CALIBRATION_COUNT, len(ds.train))
+            if count < DEFAULT_CALIBRATION_COUNT:
+                progress(f"note: {ds.root} has {len(ds.train)} training images; calibrating int8 on all of them "
+                         f"(default {DEFAULT_CALIBRATION_COUNT})")
+        calibration = calibration_from_dataset(ds, size, count, mean=mean, std=std)
+    held_out = ds.val[:verify_count]
+    if not held_out:
+        raise UserError(f"{ds.root} has no validation images to verify exported files on; add a val split.")
+    vx, vy = load_arrays(held_out, size, ds.num_classes)
+    return calibration, normalize_np(vx, mean, std), vy

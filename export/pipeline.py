@@ -21,8 +21,6 @@ from .formats import FORMATS, ExportFormat, check_options, resolve_formats
 from .spec import ModelSpec, model_spec
 from .verify import Thresholds, Verification, keras_reference, verify_file
 
-DEFAULT_CALIBRATION_COUNT = 200
-
 
 @dataclass(frozen=True)
 class ExportedFile:
@@ -199,3 +197,27 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     }
     write_bytes_atomic(manifest_path, json.dumps(manifest, indent=2).encode())
     return ExportReport(out_dir, tuple(results), manifest_path, model_info)
+
+
+def load_for_export(checkpoint: str | Path, data: str | Path | None, name: str | None):
+    """(model, info or None, dataset, name) for `checkpoint`, checked to be exportable: one image input, one
+    (N, H, W, C) score output, as many classes as the dataset (`data`, else the one it was trained on,
+    else the built-in demo set)."""
+    from deeplab_edge.model.checkpoint import load_checkpoint
+    from deeplab_edge.model.data import open_dataset
+
+    model, info = load_checkpoint(checkpoint)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UserError(f"{checkpoint} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; export takes "
+                        "a segmentation model with one image input and one score output.")
+    if len(model.output_shape) != 4:
+        raise UserError(f"{checkpoint} outputs shape {model.output_shape}; export takes a segmentation model whose "
+                        "output is (N, H, W, classes) scores (or (N, H, W, 1) for a foreground score).")
+    ds = open_dataset(data or (info.extra.get("dataset") if info else None))
+    channels = int(model.output_shape[-1])
+    if (2 if channels == 1 else channels) != ds.num_classes:
+        what = "a one-channel foreground score (2 classes)" if channels == 1 else f"{channels} classes"
+        raise UserError(f"The model predicts {what} but {ds.root} has {ds.num_classes}: pass --data with the "
+                        "dataset it was trained on.")
+    stem = Path(checkpoint).stem
+    return model, info, ds, name or (info.preset if info and info.preset else (stem if info is None else "model"))

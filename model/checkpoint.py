@@ -9,7 +9,7 @@ from pathlib import Path
 
 from deeplab_edge import __version__
 from deeplab_edge.errors import UserError
-from deeplab_edge.fileio import write_text_atomic as atomic_write_text
+from deeplab_edge.fileio import write_text_atomic
 
 from .data import MEAN, STD
 from .presets import DeepLabConfig
@@ -42,7 +42,7 @@ class ModelInfo:
 
 def write_info(folder: Path, info: ModelInfo) -> Path:
     path = Path(folder) / INFO_NAME
-    atomic_write_text(path, json.dumps(info.to_dict(), indent=2))
+    write_text_atomic(path, json.dumps(info.to_dict(), indent=2))
     return path
 
 

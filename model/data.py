@@ -126,6 +126,15 @@ def scan_folder(root: str | Path, *, val_fraction: float = 0.1) -> FolderDataset
     return FolderDataset(root, layout, names, train, val, tuple(notes))
 
 
+def open_dataset(path: str | Path | None, *, progress: bool = True) -> FolderDataset:
+    """The user's dataset folder, or (None) the built-in demo set, made once and cached."""
+    if path is None:
+        from .demo_data import demo_dataset
+
+        return scan_folder(demo_dataset(progress=progress))
+    return scan_folder(path)
+
+
 def read_image(path: Path) -> np.ndarray:
     """An RGB uint8 array from any image file (EXIF rotation applied); the runtime's loader, one implementation."""
     from deeplab_edge.runtime.images import load_image

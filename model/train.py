@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from deeplab_edge.errors import UserError
-from deeplab_edge.fileio import write_text_atomic as atomic_write_text
+from deeplab_edge.fileio import write_text_atomic
 
 from ._keras import keras, tf
 from .checkpoint import ModelInfo, load_checkpoint, read_info, write_info
@@ -273,5 +273,5 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
         steps * global_batch / max(timer.seconds[0], 1e-9))
     result = TrainResult(out, best_path, last_path, best, ran, seconds, ips,
                          {k: [float(v) for v in vals] for k, vals in hist.history.items()})
-    atomic_write_text(out / "train_result.json", json.dumps(result.to_dict(), indent=2))
+    write_text_atomic(out / "train_result.json", json.dumps(result.to_dict(), indent=2))
     return result

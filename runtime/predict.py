@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from deeplab_edge.errors import UserError
+from deeplab_edge.fileio import atomic_path
 
 from .images import iter_images, load_image
 from .predictor import Predictor, load_predictor
@@ -159,14 +160,9 @@ def _write(src: Path, stem: Path, image: np.ndarray, mask: np.ndarray, class_nam
 
 
 def save_png_atomic(im: Image.Image, path: Path) -> None:
-    """Save under a temporary name in the same folder, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Save a PNG through `deeplab_edge.fileio.atomic_path` (never half-written under its name)."""
+    with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _progress(total: int, progress: bool | None):

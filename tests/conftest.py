@@ -49,7 +49,7 @@ def trained_tiny(tmp_path_factory, synthetic, synthetic_folder):
 @pytest.fixture(scope="session")
 def exported(trained_tiny, synthetic_folder, tmp_path_factory):
     """All six formats of the trained tiny model: (ExportReport, model, info, verify_x, verify_y)."""
-    from deeplab_edge.commands.export_common import calibration_and_verification
+    from deeplab_edge.export.calibration import calibration_and_verification
     from deeplab_edge.export.formats import resolve_formats
     from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.model.checkpoint import load_checkpoint

@@ -129,7 +129,7 @@ def test_markdown_lists_every_row_and_reason(tmp_path):
     # Every table line has the same number of cells (the escaped | in the reason stays inside its cell).
     table = [line for line in md.splitlines() if line.startswith("|")]
     assert len({line.replace("\\|", "").count("|") for line in table}) == 1
-    assert report.to_markdown() == md
+    assert to_markdown(report) == md
     path = write_markdown(report, tmp_path / "bench.md")
     assert path.read_text() == md
 

@@ -57,7 +57,7 @@ def segment(python: Path, model: Path, images: list[Path], out: Path) -> subproc
 def int8_io(trained_tiny, synthetic_folder, tmp_path_factory) -> Path:
     """The trained tiny model as full-int8 TFLite with int8 input/output (not our default: MediaPipe
     refuses int8 inputs)."""
-    from deeplab_edge.commands.export_common import calibration_and_verification
+    from deeplab_edge.export.calibration import calibration_and_verification
     from deeplab_edge.export.formats import resolve_formats
     from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.model.checkpoint import load_checkpoint

@@ -40,16 +40,6 @@ def add_data_arg(p: argparse.ArgumentParser, *, required_hint: str = "") -> None
                    "default: the built-in demo dataset" + required_hint)
 
 
-def open_dataset(path: str | None, *, progress: bool = True):
-    """A FolderDataset: the user's folder, or the built-in demo set (made once, cached)."""
-    from deeplab_edge.model.data import scan_folder
-    from deeplab_edge.model.demo_data import demo_dataset
-
-    if path is None:
-        return scan_folder(demo_dataset(progress=progress))
-    return scan_folder(path)
-
-
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """How to read a .tflite/.onnx file that does not say it itself (shared by predict and bench)."""
     g = p.add_argument_group("reading a file without metadata (each overrides what the file says)")

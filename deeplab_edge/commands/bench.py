@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_data_arg, add_model_flags, model_flags, open_dataset
+from ._common import add_data_arg, add_model_flags, model_flags
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,37 +29,22 @@ def _file_of(targets, name: str) -> str:
     return next((str(t.file) for t in targets if t.name == name), name)
 
 
-def load_eval(ds, size: tuple[int, int], count: int):
-    """Validation images of `ds` as RGB uint8 at `size`, their masks, and one real photo for pre/post timing."""
-    from deeplab_edge.errors import UserError
-    from deeplab_edge.model.data import load_arrays, read_image
-
-    if not ds.val:
-        raise UserError(f"{ds.root} has no validation images to evaluate on.")
-    images, masks = load_arrays(ds.val[:count], size, ds.num_classes)
-    photos = sorted((ds.root / "photos").glob("*.jpg")) if (ds.root / "photos").is_dir() else []
-    photo = read_image(photos[0] if photos else ds.val[0].image)
-    return images, masks, photo
-
-
-def synthetic_photo(h: int = 480, w: int = 640):
-    """A deterministic 480x640 RGB image (smooth gradients plus noise) for pre/post timing without data."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (h + w)], axis=-1)
-    return np.clip(base + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
-
-
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from deeplab_edge.benchmarks.bench import BenchSettings, EvalSet, run_bench, targets_from
+    from deeplab_edge.benchmarks.bench import (
+        BenchSettings,
+        EvalSet,
+        load_eval,
+        run_bench,
+        synthetic_photo,
+        targets_from,
+    )
     from deeplab_edge.benchmarks.budget import check_budget, format_violations, load_budget
     from deeplab_edge.benchmarks.plots import plot_latency_bars, plot_latency_vs_miou
     from deeplab_edge.benchmarks.report import to_terminal, write_markdown
     from deeplab_edge.errors import UserError
+    from deeplab_edge.model.data import open_dataset
     from deeplab_edge.runtime.predictor import UnknownNormalisation, load_predictor
 
     budget = load_budget(args.budget) if args.budget else None  # refuse a bad budget before any work

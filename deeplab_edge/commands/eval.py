@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import add_data_arg, open_dataset
+from ._common import add_data_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from deeplab_edge.errors import UserError
     from deeplab_edge.model.checkpoint import load_checkpoint
+    from deeplab_edge.model.data import open_dataset
     from deeplab_edge.model.evaluate import evaluate_model
 
     model, info = load_checkpoint(args.checkpoint)
@@ -33,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.split}: {len(samples)} images of {ds.root}")
     print(m.table())
     if args.json:
-        from deeplab_edge.fileio import write_text_atomic as atomic_write_text
+        from deeplab_edge.fileio import write_text_atomic
 
-        atomic_write_text(Path(args.json), json.dumps({"split": args.split, "images": len(samples),
+        write_text_atomic(Path(args.json), json.dumps({"split": args.split, "images": len(samples),
                                                        **m.to_dict()}, indent=2))
     return 0

@@ -61,11 +61,10 @@ def run(args: argparse.Namespace) -> int:
     chosen = resolve_formats(args.formats)
     check_options(chosen, options)  # before any heavy import or work
 
-    from deeplab_edge.export.pipeline import check_free, export_all
+    from deeplab_edge.export.calibration import calibration_and_verification
+    from deeplab_edge.export.pipeline import check_free, export_all, load_for_export
     from deeplab_edge.export.spec import model_spec
     from deeplab_edge.export.verify import Thresholds
-
-    from .export_common import calibration_and_verification, load_for_export
 
     if args.input_size and min(args.input_size) <= 0:
         raise UserError(f"--input-size must be positive; received {args.input_size}.")

@@ -17,9 +17,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from deeplab_edge.benchmarks.profile import profile_file
-    from deeplab_edge.benchmarks.results import atomic_write_text
     from deeplab_edge.benchmarks.sysinfo import machine_info, machine_summary
     from deeplab_edge.errors import UserError
+    from deeplab_edge.fileio import write_text_atomic
 
     if args.threads <= 0:
         raise UserError(f"--threads must be positive; received {args.threads}.")
@@ -28,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
     print(machine_summary(info, threads=args.threads))
     print(prof.table(args.top))
     if args.json:
-        atomic_write_text(Path(args.json), json.dumps({"machine": info, **prof.to_dict()}, indent=2))
+        write_text_atomic(Path(args.json), json.dumps({"machine": info, **prof.to_dict()}, indent=2))
     return 0

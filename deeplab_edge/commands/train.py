@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import add_config_args, add_data_arg, config_from_args, open_dataset
+from ._common import add_config_args, add_data_arg, config_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deeplab_edge.model._keras import KERAS_IMPL
+    from deeplab_edge.model.data import open_dataset
     from deeplab_edge.model.train import TrainSettings, train
 
     # Options are checked before the dataset is scanned or built.
