@@ -1,4 +1,8 @@
-"""Saving and safely loading checkpoints, with the model info that travels beside them."""
+"""Saving and safely loading checkpoints, with the model info that travels inside and beside them.
+
+The info (config, class names, normalisation) is written into every `.keras` file as a zip member
+(`deeplab_edge/model_info.json`; Keras ignores it) and as `model_info.json` beside it, so a checkpoint
+moved on its own still exports with its class names. The member wins when both exist."""
 
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ from pathlib import Path
 
 from deeplab_edge import __version__
 from deeplab_edge.errors import UserError
-from deeplab_edge.fileio import write_text_atomic
+from deeplab_edge.fileio import atomic_path, write_text_atomic
 
 from .data import MEAN, STD
 from .presets import DeepLabConfig
 
 INFO_NAME = "model_info.json"
+INFO_MEMBER = "deeplab_edge/model_info.json"
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,49 @@ def write_info(folder: Path, info: ModelInfo) -> Path:
     return path
 
 
+def embed_info(checkpoint: Path, info: ModelInfo) -> None:
+    """Add (or replace) the info member of a `.keras` zip."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.suffix.lower() != ".keras" or not zipfile.is_zipfile(checkpoint):
+        return
+    with zipfile.ZipFile(checkpoint) as z:
+        if INFO_MEMBER in z.namelist():
+            if z.read(INFO_MEMBER) == _info_bytes(info):
+                return
+            members = {n: z.read(n) for n in z.namelist() if n != INFO_MEMBER}  # rare: rewrite without it
+        else:
+            members = None
+    if members is None:
+        with zipfile.ZipFile(checkpoint, "a") as z:
+            z.writestr(INFO_MEMBER, _info_bytes(info))
+        return
+    with atomic_path(checkpoint) as tmp, zipfile.ZipFile(tmp, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+        z.writestr(INFO_MEMBER, _info_bytes(info))
+
+
+def _info_bytes(info: ModelInfo) -> bytes:
+    return json.dumps(info.to_dict(), indent=2).encode()
+
+
 def read_info(checkpoint: Path) -> ModelInfo | None:
-    path = Path(checkpoint).parent / INFO_NAME
-    if not path.is_file():
-        return None
+    """The checkpoint's info: the member inside a `.keras` file, else `model_info.json` beside it."""
+    checkpoint = Path(checkpoint)
+    source, text = None, None
+    if checkpoint.suffix.lower() == ".keras" and zipfile.is_zipfile(checkpoint):
+        with zipfile.ZipFile(checkpoint) as z:
+            if INFO_MEMBER in z.namelist():
+                source, text = f"{checkpoint} ({INFO_MEMBER})", z.read(INFO_MEMBER).decode("utf-8", "replace")
+    if text is None:
+        path = checkpoint.parent / INFO_NAME
+        if not path.is_file():
+            return None
+        source, text = str(path), path.read_text()
     try:
-        return ModelInfo.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is malformed ({e}); delete it or re-train.") from None
+        return ModelInfo.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UserError(f"The model info in {source} is malformed ({e}); delete it or re-train.") from None
 
 
 def _refuse_unsafe_h5(path: Path) -> None:

@@ -155,6 +155,9 @@ def test_uint8_io_int8_tflite(exported, tmp_path):
     f = rep.files[0]
     pred = load_predictor(f.path)
     assert pred.meta.output == "labels"
+    assert pred.backend.input.dtype == np.uint8 and pred.backend.input.scale and pred.backend.input.scale > 0
+    # uint8 input realises (x - mean) / std: zero point near the mean pixel on the uint8 scale.
+    assert abs(pred.backend.input.zero_point - 127.5) <= 2
     assert f.verification.agreement > 0.95
 
 

@@ -25,6 +25,26 @@ def test_training_loss_falls_and_writes_outputs(trained_tiny):
     assert info["class_names"][0] == "background" and info["preset"] == "tiny"
 
 
+def test_checkpoint_moved_alone_keeps_its_info(trained_tiny, tmp_path):
+    """best.keras carries its config and class names inside (a zip member Keras ignores), so it exports
+    with the right names after being moved without model_info.json."""
+    import shutil
+    import zipfile
+
+    from deeplab_edge.model.checkpoint import INFO_MEMBER, load_checkpoint
+
+    run_dir, _ = trained_tiny
+    sidecar = json.loads((run_dir / "model_info.json").read_text())
+    for name in ("best.keras", "last.keras"):
+        with zipfile.ZipFile(run_dir / name) as z:
+            assert json.loads(z.read(INFO_MEMBER)) == sidecar, name
+    moved = shutil.copy(run_dir / "best.keras", tmp_path / "model.keras")
+    assert not (tmp_path / "model_info.json").exists()
+    model, info = load_checkpoint(moved)
+    assert info is not None and list(info.class_names) == sidecar["class_names"] and info.preset == "tiny"
+    assert info.config.to_dict() == sidecar["config"] and model.output_shape[-1] == len(info.class_names)
+
+
 def test_refuses_to_overwrite_and_resumes(tmp_path, synthetic, synthetic_folder):
     from deeplab_edge.model.data import scan_folder
     from deeplab_edge.model.presets import get_preset
@@ -73,3 +93,39 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "REPLICAS_OK" in proc.stdout
+
+
+def test_precise_batchnorm_is_the_plain_average_and_beats_stale_statistics(trained_tiny, synthetic):
+    """After precise BN every moving mean is exactly the average of its per-batch means (nothing stale
+    is kept, unlike momentum updates), and the recalibrated model scores at least as well on validation
+    images as the same weights with deliberately stale statistics."""
+    import numpy as np
+
+    from deeplab_edge.metrics import segmentation_metrics
+    from deeplab_edge.model._keras import keras, tf
+    from deeplab_edge.model.checkpoint import load_checkpoint
+    from deeplab_edge.model.data import normalize_np
+    from deeplab_edge.model.train import batchnorm_layers, precise_batchnorm
+
+    run_dir, _ = trained_tiny
+    model, _ = load_checkpoint(run_dir / "best.keras")
+    tx, _, vx, vy = synthetic
+    batches = [normalize_np(tx[i:i + 16]) for i in range(0, 48, 16)]
+    layers = batchnorm_layers(model)
+    # Per-batch means of each BN layer's input, computed independently with a probe model.
+    probe = keras.Model(model.inputs, [layer.input for layer in layers])
+    expected = [np.mean([np.asarray(probe(b, training=True)[i]).mean(axis=(0, 1, 2)) for b in batches], axis=0)
+                for i in range(len(layers))]
+
+    def miou() -> float:
+        pred = model.predict(normalize_np(vx), verbose=0).argmax(-1)
+        return segmentation_metrics(vy, pred, model.output_shape[-1]).miou
+
+    for layer in layers:  # stale statistics: what a long-ago moving average might hold
+        layer.moving_mean.assign(layer.moving_mean + 0.5 * tf.sqrt(layer.moving_variance))
+    stale = miou()
+    assert precise_batchnorm(model, iter(batches), steps=3) == 3
+    for layer, mean in zip(layers, expected, strict=True):
+        np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+    assert all(isinstance(layer.momentum, float) for layer in layers)  # restored
+    assert miou() > stale
