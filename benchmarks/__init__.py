@@ -13,10 +13,11 @@ plot functions. Measuring a Keras model is the caller's job (it passes a callabl
 
 from __future__ import annotations
 
+from deeplab_edge.runtime.timing import LatencyStats, StageStats, latency_stats, percentile, stage_stats
+
 from .budget import LIMITS, Budget, Violation, check_budget, format_violations, load_budget
 from .report import to_markdown, to_terminal, write_markdown
 from .results import BenchReport, BenchRow, add_miou_drop, load_report
-from .stats import LatencyStats, StageStats, latency_stats, percentile, summarize
 from .sysinfo import isa_summary, machine_info, machine_summary
 from .timing import (
     MemoryUse,
@@ -51,7 +52,7 @@ __all__ = [
     "peak_rss_source",
     "percentile",
     "rss_mb",
-    "summarize",
+    "stage_stats",
     "time_callable",
     "time_pipeline",
     "to_markdown",

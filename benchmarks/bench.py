@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from deeplab_edge.errors import UserError
+from deeplab_edge.runtime.timing import LatencyStats
 
 from .results import BenchReport, BenchRow, add_miou_drop
-from .stats import LatencyStats
 from .sysinfo import machine_info
 
 
@@ -203,7 +203,7 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
                                             post_ms=res["post_ms"], peak_rss_mb=res["peak_rss_mb"], miou=res["miou"],
                                             pixel_acc=res["pixel_acc"],
                                             agreement=1.0 if t.name == ref_name else res["agreement"],
-                                            note="; ".join(notes), **common)
+                                            note="; ".join(notes), provider=res.get("provider", ""), **common)
             r = rows_by_name[t.name]
             miou = f"mIoU {100 * r.miou:.1f}%" if r.miou is not None else "latency only"
             progress(f"      p50 {r.latency.p50_ms:.2f} ms, {miou}")

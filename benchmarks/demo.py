@@ -20,7 +20,7 @@ class DemoOptions:
     input_size: tuple[int, int] | None = None
     threads: int = 2
     eval_images: int = 100
-    calibration_count: int = 200
+    calibration_count: int | None = None  # None: min(200, training images)
     bench_min_time: float = 3.0
     force: bool = False
 
@@ -43,7 +43,7 @@ def run_demo(args: DemoOptions) -> int:
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                              max_train_images=args.max_train_images, verbose=1)
     for flag in ("threads", "eval_images", "calibration_count"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1; received {getattr(args, flag)}.")
     if not args.bench_min_time > 0:
         raise UserError(f"--bench-min-time must be positive (seconds); received {args.bench_min_time}.")

@@ -25,6 +25,12 @@ def _num(fmt: str, value: float | None, scale: float = 1.0) -> str | None:
     return None if value is None else format(value * scale, fmt)
 
 
+def _short_provider(provider: str) -> str:
+    """The first (main) provider, short: "CUDAExecutionProvider, CPUExecutionProvider" -> "CUDA"."""
+    first = provider.split(",")[0].strip()
+    return first.removesuffix("ExecutionProvider").replace("TensorFlow ", "TF ").replace("/physical_device:", "")
+
+
 def _lat(attr: str) -> Callable[[BenchRow], str | None]:
     return lambda r: _num(".2f", getattr(r.latency, attr)) if r.latency else None
 
@@ -35,6 +41,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[BenchRow], str | None], bool], ...] = (
     ("format", "", lambda r: r.format, False),
     ("backend", "backend", lambda r: r.backend, False),
     ("device", "dev", lambda r: r.device, False),
+    ("provider (ran on)", "provider", lambda r: _short_provider(r.provider) if r.provider else None, False),
     ("threads", "thr", lambda r: None if r.threads is None else str(r.threads), True),
     ("status", "status", lambda r: r.status, False),
     ("size MB", "MB", lambda r: _num(".2f", r.size_mb), True),

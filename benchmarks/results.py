@@ -17,8 +17,7 @@ from pathlib import Path
 
 from deeplab_edge.errors import UserError, unknown_name_error
 from deeplab_edge.fileio import write_text_atomic
-
-from .stats import LatencyStats
+from deeplab_edge.runtime.timing import LatencyStats
 
 __all__ = [
     "BACKENDS",
@@ -62,6 +61,8 @@ class BenchRow:
         agreement: fraction 0..1 of pixels whose argmax equals the float reference model's.
         miou_drop: reference mIoU minus this row's, in percentage points (0.8 = 0.8 points worse).
         note: why an ok row has no accuracy figures (latency only), or what was inferred about the file.
+        provider: what actually ran the row, read back from the runtime after loading ("XNNPACK (CPU)",
+            "CUDAExecutionProvider, CPUExecutionProvider", "TensorFlow CPU"); "" when it did not run.
     """
 
     name: str
@@ -82,6 +83,7 @@ class BenchRow:
     agreement: float | None = None
     miou_drop: float | None = None
     note: str = ""
+    provider: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):

@@ -39,7 +39,8 @@ VARIANTS = (
 
 
 def _p50(fn, min_time_s: float) -> float:
-    from .stats import latency_stats
+    from deeplab_edge.runtime.timing import latency_stats
+
     from .timing import time_callable
 
     return latency_stats(time_callable(fn, warmup=3, min_runs=15, min_time_s=min_time_s)).p50_ms

@@ -27,6 +27,10 @@ def _keras_runner(spec: dict):
         tf.config.threading.set_inter_op_parallelism_threads(1)
     if spec.get("device") == "cpu":
         tf.config.set_visible_devices([], "GPU")
+    gpus = tf.config.list_logical_devices("GPU")
+    if spec.get("device") == "gpu" and not gpus:
+        raise RuntimeError("TensorFlow sees no GPU here; the row would hold CPU numbers")
+    provider = f"TensorFlow {gpus[0].name}" if gpus else "TensorFlow CPU"
     from deeplab_edge.model.checkpoint import load_checkpoint
 
     model, info = load_checkpoint(spec["file"])
@@ -41,7 +45,7 @@ def _keras_runner(spec: dict):
     def labels(scores: np.ndarray) -> np.ndarray:  # as the exported files are read: argmax or threshold
         return scores_to_labels(scores, output, threshold).astype(np.uint8)
 
-    return (lambda x: fn(tf.constant(x)).numpy()), size, np.float32(mean), np.float32(std), labels
+    return (lambda x: fn(tf.constant(x)).numpy()), size, np.float32(mean), np.float32(std), labels, provider
 
 
 def _file_runner(spec: dict):
@@ -56,9 +60,9 @@ def _file_runner(spec: dict):
 
 
 def run(spec: dict) -> dict:
-    from deeplab_edge.benchmarks.stats import latency_stats, summarize
     from deeplab_edge.benchmarks.timing import peak_rss_mb, time_callable, time_pipeline
     from deeplab_edge.metrics import agreement, segmentation_metrics
+    from deeplab_edge.runtime.timing import latency_stats, stage_stats
 
     data = np.load(spec["eval_npz"])
     ref = data["ref_labels"] if "ref_labels" in data else None
@@ -67,7 +71,7 @@ def run(spec: dict) -> dict:
     loop = dict(warmup=spec["warmup"], min_runs=spec["min_runs"], min_time_s=spec["min_time_s"])
     notes: list[str] = []
     if spec["backend"] == "keras":
-        infer, size, mean, std, to_labels = _keras_runner(spec)
+        infer, size, mean, std, to_labels, provider = _keras_runner(spec)
 
         def normalise(images: np.ndarray) -> np.ndarray:
             if images.shape[1:3] != size:
@@ -91,14 +95,15 @@ def run(spec: dict) -> dict:
         # Pre/post-processing of a real photo at its own size, timed apart from inference.
         # The same three stages as Predictor.predict: pre = resize + normalise + quantise; post = argmax on
         # the raw output (no dequantisation needed) + nearest resize back to the photo's size.
-        stages = summarize(time_pipeline(lambda: pred.to_model_input(pred.preprocess([photo])[0]), pred.backend.run,
+        stages = stage_stats(time_pipeline(lambda: pred.to_model_input(pred.preprocess([photo])[0]), pred.backend.run,
                                          lambda y: pred.postprocess(pred.labels_from_raw(y), [photo.shape[:2]]),
                                          warmup=2, min_runs=10, min_time_s=min(1.0, spec["min_time_s"])))
         pre_ms, post_ms = stages.pre_ms, stages.post_ms
         if evaluate:
             labels = np.stack(pred.predict(list(data["images"])))
         notes = list(pred.notes)
-    out = {"latency": lat.to_dict(), "pre_ms": pre_ms, "post_ms": post_ms, "peak_rss_mb": peak_rss_mb(),
+        provider = ", ".join(pred.backend.providers)  # what the session actually runs on, not what was asked
+    out = {"provider": provider, "latency": lat.to_dict(), "pre_ms": pre_ms, "post_ms": post_ms, "peak_rss_mb": peak_rss_mb(),
            "miou": None, "pixel_acc": None, "agreement": None, "labels_npy": None, "notes": notes}
     if evaluate:
         m = segmentation_metrics(data["masks"], labels, int(spec["num_classes"]))

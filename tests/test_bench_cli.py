@@ -21,6 +21,7 @@ def test_bench_two_files_writes_json_markdown_and_plots(exported, synthetic_fold
     for r in data["rows"]:
         assert r["status"] == "ok" and r["latency"]["p50_ms"] > 0 and r["latency"]["runs"] >= 5
         assert 0 <= r["miou"] <= 1 and r["pre_ms"] is not None and r["peak_rss_mb"] > 0
+        assert r["provider"] == "XNNPACK (CPU)"  # what ran, read back from the runtime
     assert data["rows"][0]["agreement"] == 1.0 and data["rows"][1]["agreement"] > 0.9
     assert data["machine"]["cpu_model"] and "isa" in data["machine"]
     md = (out / "bench.md").read_text()
@@ -42,6 +43,8 @@ def test_bench_manifest_with_keras_baseline_and_broken_budget(exported, syntheti
     assert rows["keras_fp32"]["status"] == "ok" and rows["keras_fp32"]["agreement"] == 1.0
     assert {"tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx_fp32", "onnx_int8"} <= set(rows)
     assert rows["onnx_fp32"]["agreement"] > 0.99
+    assert rows["keras_fp32"]["provider"] == "TensorFlow CPU" and rows["onnx_fp32"]["provider"] == "CPUExecutionProvider"
+    assert all(r["provider"] == "" for r in rows.values() if r["status"] != "ok")
     # GPU rows are listed as skipped with a reason when no GPU is present, never dropped.
     gpu = [r for r in rows.values() if r["device"] == "gpu"]
     assert gpu and all(r["status"] in ("skipped", "ok") and (r["status"] == "ok" or r["reason"]) for r in gpu)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from deeplab_edge.benchmarks import sysinfo
-from deeplab_edge.benchmarks.stats import LatencyStats, latency_stats, percentile, summarize
 from deeplab_edge.benchmarks.timing import (
     measure_peak_rss,
     peak_rss_mb,
@@ -19,6 +18,8 @@ from deeplab_edge.benchmarks.timing import (
     time_pipeline,
 )
 from deeplab_edge.errors import UserError
+from deeplab_edge.runtime.timing import LatencyStats, latency_stats, percentile
+from deeplab_edge.runtime.timing import stage_stats as summarize
 
 
 def test_latency_stats_known_numbers_match_numpy():

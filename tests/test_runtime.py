@@ -135,7 +135,7 @@ def test_predict_records_stage_timings(models, photos):
     predictor.predict(list(photos.values()))
     assert len(predictor.timings) == 2 and sum(t.images for t in predictor.timings) == 4
     summary = predictor.timing_summary()
-    assert summary.images == 4 and summary.inference.mean_ms > 0 and summary.pre.p50_ms > 0
+    assert summary.images == 4 and summary.infer.mean_ms > 0 and summary.pre.p50_ms > 0
     assert "inference" in summary.to_text()
 
 

@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="override the preset's input size")
     p.add_argument("--threads", type=int, default=2, help="threads for benchmark rows (default 2)")
     p.add_argument("--eval-images", type=int, default=100, help="validation images for verification and bench")
-    p.add_argument("--calibration-count", type=int, default=200, help="int8 calibration images (default 200)")
+    p.add_argument("--calibration-count", type=int, default=None,
+                   help="int8 calibration images (default 200, or all training images when fewer)")
     p.add_argument("--bench-min-time", type=float, default=3.0, help="minimum timed seconds per bench row")
     p.add_argument("--force", action="store_true", help="replace an existing report folder's run")
 
