@@ -62,6 +62,13 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def run_error(path: Path, engine: str, e: BaseException) -> UserError:
+    """A file that loaded but fails when run (damaged weights or shapes): one clear line."""
+    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+    return UserError(f"{engine} failed to run {path}: {first}. The file is damaged or was not written for "
+                     "this runtime; export it again with `deeplab-edge export`.")
+
+
 def check_threads(num_threads: int | None) -> int | None:
     if num_threads is None:
         return None
@@ -170,9 +177,12 @@ class LiteRTBackend:
         self._shape = shape
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        self._interp.set_tensor(self._in["index"], np.ascontiguousarray(batch, dtype=self.input.dtype))
-        self._interp.invoke()
-        return self._interp.get_tensor(self._out["index"])  # get_tensor already returns a copy
+        try:
+            self._interp.set_tensor(self._in["index"], np.ascontiguousarray(batch, dtype=self.input.dtype))
+            self._interp.invoke()
+            return self._interp.get_tensor(self._out["index"])  # get_tensor already returns a copy
+        except (ValueError, RuntimeError) as e:  # e.g. "Input tensor 56 lacks data": a damaged file
+            raise run_error(self.path, "LiteRT", e) from None
 
 
 def _litert_info(d: dict) -> TensorInfo:
@@ -221,10 +231,14 @@ class OnnxBackend:
         self._session.enable_fallback()  # at run time a failing GPU provider may still fall back to CPU
         self.providers = tuple(self._session.get_providers())
         self.num_threads = num_threads
-        custom = self._session.get_modelmeta().custom_metadata_map
+        try:  # names and metadata of a damaged file may not even decode as UTF-8
+            custom = self._session.get_modelmeta().custom_metadata_map
+            ins, outs = self._session.get_inputs(), self._session.get_outputs()
+        except UnicodeDecodeError as e:
+            raise UserError(f"{self.path} has names or metadata that are not valid UTF-8 ({e.reason} at byte "
+                            f"{e.start}); the file is damaged. Export it again with `deeplab-edge export`.") from None
         self.metadata = read_onnx_metadata(custom, source=str(self.path))
         self.standard = None
-        ins, outs = self._session.get_inputs(), self._session.get_outputs()
         self.outputs = tuple(_ort_info(o, strict=False) for o in outs)
         k = choose_output(self.path, list(self.outputs), output, len(ins))
         self.input, self.output = _ort_info(ins[0]), _ort_info(outs[k])
@@ -232,7 +246,10 @@ class OnnxBackend:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=self.input.dtype)
-        return self._session.run([self.output.name], {self.input.name: x})[0]
+        try:
+            return self._session.run([self.output.name], {self.input.name: x})[0]
+        except Exception as e:  # onnxruntime's own Fail/RuntimeException types: a graph that cannot run
+            raise run_error(self.path, "onnxruntime", e) from None
 
 
 def _ort_info(arg, *, strict: bool = True) -> TensorInfo:

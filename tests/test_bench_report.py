@@ -88,7 +88,7 @@ def test_json_round_trip_with_stable_keys(tmp_path):
     assert d["format"] == "deeplab-edge-bench/1"
     assert list(d["rows"][1]) == [
         "name", "format", "backend", "device", "threads", "status", "reason", "file", "size_mb", "latency",
-        "pre_ms", "post_ms", "peak_rss_mb", "miou", "pixel_acc", "agreement", "miou_drop", "note",
+        "pre_ms", "post_ms", "peak_rss_mb", "miou", "pixel_acc", "agreement", "miou_drop", "note", "provider",
     ]
     assert list(d["rows"][1]["latency"]) == [
         "runs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "fps", "outliers",

@@ -174,7 +174,7 @@ def test_machine_info_is_json_ready_and_never_imports_tensorflow():
         "        if name.split('.')[0] in ('tensorflow', 'tf_keras', 'keras'):\n"
         "            raise ImportError(name + ' blocked')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from deeplab_edge.benchmarks import sysinfo, report, results, stats, budget, worker\n"
+        "from deeplab_edge.benchmarks import sysinfo, report, results, budget, worker\n"
         "import json; print(json.dumps(sysinfo.machine_info()['versions']))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
