@@ -30,16 +30,17 @@ def run(out_md: Path, *, threads: int, min_time_s: float, presets: list[str]) ->
     rows = []
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-presets-") as tmp:
         for name in presets:
-            cfg = get_preset(name).config.replace(num_classes=ds.num_classes)
+            preset = get_preset(name)
+            cfg = preset.config.replace(num_classes=ds.num_classes)
             model = build_deeplabv3plus(cfg)
             cost = model_cost(model)
             x, y = load_arrays(ds.val[:16], cfg.input_size, ds.num_classes)
-            calib = Calibration(normalize_np(x), "16 demo validation images")
+            calib = Calibration(normalize_np(x, preset.mean, preset.std), "16 demo validation images")
             print(f"== {name}: exporting", flush=True)
             # Random weights: verification numbers are meaningless, so thresholds are not applied here.
             rep = export_all(model, None, Path(tmp) / name, name=name,
                              formats=["tflite_fp32", "tflite_int8", "onnx_fp32", "onnx_int8"], calibration=calib,
-                             verify_images=normalize_np(x[:2]), verify_masks=y[:2], progress=lambda m: None)
+                             verify_images=normalize_np(x[:2], preset.mean, preset.std), verify_masks=y[:2], progress=lambda m: None)
             times = time_files({f.format: f.path for f in rep.files}, threads, min_time_s)
             rows.append({"preset": name, "input_size": list(cfg.input_size), "params": cost.params, "macs": cost.macs,
                          "separable": cfg.separable, **{f"{k}_p50_ms": v for k, v in times.items()}})

@@ -58,9 +58,10 @@ def calibration_from_dataset(dataset, size: tuple[int, int], count: int, *, seed
                              mean=None, std=None) -> Calibration:
     """`count` training images of a FolderDataset, chosen with `seed`, resized and normalised
     as (pixel - mean) / std, the model's own normalisation (None: the project's)."""
-    from deeplab_edge.model.data import MEAN, STD, load_arrays, normalize_np
+    from deeplab_edge.model.data import load_arrays, normalize_np
+    from deeplab_edge.model.presets import DEFAULT_MEAN, DEFAULT_STD
 
-    mean, std = (MEAN, STD) if mean is None else (mean, std)
+    mean, std = (DEFAULT_MEAN, DEFAULT_STD) if mean is None else (mean, std)
 
     if count <= 0:
         raise UserError(f"The calibration count must be positive; received {count}.")
@@ -82,9 +83,10 @@ def calibration_and_verification(ds, size, formats, calibration_count: int | Non
     """Calibration images (when a format needs them) and held-out verification images, normalised as
     the model expects (mean/std None: the project's own normalisation). `calibration_count` None =
     min(200, training images), with a note when fewer."""
-    from deeplab_edge.model.data import MEAN, STD, load_arrays, normalize_np
+    from deeplab_edge.model.data import load_arrays, normalize_np
+    from deeplab_edge.model.presets import DEFAULT_MEAN, DEFAULT_STD
 
-    mean, std = (MEAN, STD) if mean is None else (mean, std)
+    mean, std = (DEFAULT_MEAN, DEFAULT_STD) if mean is None else (mean, std)
 
     calibration = None
     if any(f.needs_calibration for f in formats):

@@ -15,8 +15,7 @@ from deeplab_edge import __version__
 from deeplab_edge.errors import UserError
 from deeplab_edge.fileio import atomic_path, write_text_atomic
 
-from .data import MEAN, STD
-from .presets import DeepLabConfig
+from .presets import DEFAULT_MEAN, DEFAULT_STD, DeepLabConfig
 
 INFO_NAME = "model_info.json"
 INFO_MEMBER = "deeplab_edge/model_info.json"
@@ -29,8 +28,8 @@ class ModelInfo:
     config: DeepLabConfig
     class_names: tuple[str, ...]
     preset: str = ""
-    mean: tuple[float, ...] = MEAN
-    std: tuple[float, ...] = STD
+    mean: tuple[float, ...] = DEFAULT_MEAN
+    std: tuple[float, ...] = DEFAULT_STD
     version: str = __version__
     extra: dict = field(default_factory=dict)
 
@@ -41,7 +40,7 @@ class ModelInfo:
     @classmethod
     def from_dict(cls, d: dict) -> ModelInfo:
         return cls(config=DeepLabConfig.from_dict(d["config"]), class_names=tuple(d["class_names"]),
-                   preset=d.get("preset", ""), mean=tuple(d.get("mean", MEAN)), std=tuple(d.get("std", STD)),
+                   preset=d.get("preset", ""), mean=tuple(d.get("mean", DEFAULT_MEAN)), std=tuple(d.get("std", DEFAULT_STD)),
                    version=d.get("version", ""), extra=d.get("extra", {}))
 
 

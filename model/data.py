@@ -17,8 +17,6 @@ from deeplab_edge.errors import UserError
 IGNORE_LABEL = 255
 # Inputs are normalised as (pixel - mean) / std with pixel in [0, 255]; the runtime reads these
 # from each exported file's metadata.
-MEAN = (127.5, 127.5, 127.5)
-STD = (127.5, 127.5, 127.5)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 VOC_CLASSES = (
@@ -180,14 +178,16 @@ def load_arrays(samples, size: tuple[int, int], num_classes: int, *, progress: b
     return images, masks
 
 
-def normalize_np(images: np.ndarray, mean=MEAN, std=STD) -> np.ndarray:
+def normalize_np(images: np.ndarray, mean, std) -> np.ndarray:
     """uint8 RGB images -> float32 (pixel - mean) / std."""
     return ((images.astype(np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32)
 
 
-def make_tf_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int, training: bool,
+def make_tf_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int, training: bool, mean, std,
                     seed: int = 0, scale_range: tuple[float, float] = (0.75, 1.5)):
-    """tf.data pipeline: random scale, pad (ignore label), random crop, flip, normalise, batch, prefetch."""
+    """tf.data pipeline: random scale, pad (the mean colour; ignore label in the mask), random crop, flip,
+    normalise (pixel - mean) / std, batch, prefetch."""
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     from ._keras import tf
 
     h, w = images.shape[1:3]
@@ -204,7 +204,7 @@ def make_tf_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int, t
         img = tf.image.resize(img, (nh, nw), method="bilinear")
         mask = tf.image.resize(mask, (nh, nw), method="nearest")
         ph, pw = tf.maximum(h - nh, 0), tf.maximum(w - nw, 0)
-        img = tf.pad(img, [[0, ph], [0, pw], [0, 0]], constant_values=MEAN[0])
+        img = tf.pad(img - tf.constant(mean), [[0, ph], [0, pw], [0, 0]]) + tf.constant(mean)
         mask = tf.pad(mask - IGNORE_LABEL, [[0, ph], [0, pw], [0, 0]]) + IGNORE_LABEL
         both = tf.concat([img, tf.cast(mask, tf.float32)], axis=-1)
         both = tf.image.random_crop(both, (h, w, 4))
@@ -212,7 +212,7 @@ def make_tf_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int, t
         return both[..., :3], tf.cast(both[..., 3], tf.uint8)
 
     def finish(img, mask):
-        img = (tf.cast(img, tf.float32) - tf.constant(MEAN)) / tf.constant(STD)
+        img = (tf.cast(img, tf.float32) - tf.constant(mean)) / tf.constant(std)
         return img, tf.cast(mask, tf.int32)
 
     if training:

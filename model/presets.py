@@ -75,12 +75,22 @@ class DeepLabConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+# The normalisation of the built-in presets (training from scratch): (pixel - 127.5) / 127.5.
+DEFAULT_MEAN = (127.5, 127.5, 127.5)
+DEFAULT_STD = (127.5, 127.5, 127.5)
+
+
 @dataclass(frozen=True)
 class Preset:
+    """A named configuration and its input normalisation, (pixel - mean) / std on 0..255 RGB. The
+    normalisation flows into training, the checkpoint's info, calibration, verification and metadata."""
+
     name: str
     description: str
     config: DeepLabConfig
     tags: tuple[str, ...] = field(default_factory=tuple)
+    mean: tuple[float, float, float] = DEFAULT_MEAN
+    std: tuple[float, float, float] = DEFAULT_STD
 
 
 PRESETS: dict[str, Preset] = {

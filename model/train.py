@@ -19,7 +19,7 @@ from .checkpoint import ModelInfo, embed_info, load_checkpoint, read_info, write
 from .data import FolderDataset, load_arrays, make_tf_dataset
 from .deeplab import build_deeplabv3plus, check_config
 from .losses import IgnoreLabelCrossEntropy, IgnoreLabelMeanIoU
-from .presets import DeepLabConfig
+from .presets import DEFAULT_MEAN, DEFAULT_STD, PRESETS, DeepLabConfig, get_preset
 
 
 @dataclass(frozen=True)
@@ -247,10 +247,12 @@ class _EpochTimer(keras.callbacks.Callback):
 
 
 def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, settings: TrainSettings,
-          *, preset: str = "", arrays=None) -> TrainResult:
+          *, preset: str = "", arrays=None, mean=None, std=None) -> TrainResult:
     """Train DeepLabV3+ on `dataset`; write best.keras, last.keras, model_info.json, log.csv, curves.png.
 
     `arrays` (train_x, train_y, val_x, val_y) skips decoding the folder (tests, the demo's cache).
+    The input normalisation is `mean`/`std` if given, else the preset's (a resumed run keeps its own);
+    it is stored in the checkpoint's info, where export reads it.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -281,19 +283,24 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
     if len(tx) < settings.batch_size:
         raise UserError(f"{len(tx)} training images is fewer than the batch size {settings.batch_size}; "
                         "lower --batch-size or add images.")
+    if resuming:
+        info = read_info(last_path)
+    else:
+        norm = get_preset(preset) if preset in PRESETS else None
+        mean = tuple(mean if mean is not None else (norm.mean if norm else DEFAULT_MEAN))
+        std = tuple(std if std is not None else (norm.std if norm else DEFAULT_STD))
+        info = ModelInfo(config=config, class_names=dataset.class_names, preset=preset, mean=mean, std=std,
+                         extra={"dataset": str(dataset.root), "layout": dataset.layout})
+    norm_kw = {"mean": info.mean if info else DEFAULT_MEAN, "std": info.std if info else DEFAULT_STD}
     strategy = get_strategy(settings.devices)
     global_batch = settings.batch_size
-    train_ds = make_tf_dataset(tx, ty, batch_size=global_batch, training=True, seed=settings.seed)
-    val_ds = make_tf_dataset(vx, vy, batch_size=global_batch, training=False) if len(vx) else None
+    train_ds = make_tf_dataset(tx, ty, batch_size=global_batch, training=True, seed=settings.seed, **norm_kw)
+    val_ds = make_tf_dataset(vx, vy, batch_size=global_batch, training=False, **norm_kw) if len(vx) else None
     steps = settings.steps_per_epoch or max(1, len(tx) // global_batch)
     train_ds = train_ds.repeat()
     monitor = "val_miou" if val_ds is not None else "miou"
 
-    if resuming:
-        info = read_info(last_path)
-    else:
-        info = ModelInfo(config=config, class_names=dataset.class_names, preset=preset,
-                         extra={"dataset": str(dataset.root), "layout": dataset.layout})
+    if not resuming:
         write_info(out, info)
     best_before = None
     with strategy.scope():
@@ -315,7 +322,7 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
 
     timer = _EpochTimer()
 
-    calib_ds = make_tf_dataset(tx, ty, batch_size=global_batch, training=False).shuffle(64, seed=settings.seed)
+    calib_ds = make_tf_dataset(tx, ty, batch_size=global_batch, training=False, **norm_kw).shuffle(64, seed=settings.seed)
     callbacks = [
         timer,  # first: time training steps only
         RecalibrateBatchNorm(calib_ds, val_ds, settings.bn_recalibration_steps, settings.verbose),

@@ -20,6 +20,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from deeplab_edge.errors import UserError
 
 __all__ = ["STAGES", "LatencyStats", "StageStats", "StageTiming", "TimingSummary", "latency_stats", "percentile",
@@ -36,10 +38,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         raise UserError("percentile needs at least one value; received an empty sequence.")
     if not 0 <= q <= 100:
         raise UserError(f"percentile q must be within 0..100; received {q}.")
-    h = (len(sorted_values) - 1) * q / 100.0
-    lo = math.floor(h)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return float(sorted_values[lo] + (h - lo) * (sorted_values[hi] - sorted_values[lo]))
+    return float(np.percentile(np.asarray(sorted_values, dtype=np.float64), q, method="linear"))
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ def latency_stats(samples_ns: Sequence[int]) -> LatencyStats:
     """
     if len(samples_ns) == 0:
         raise UserError("latency_stats needs at least one timed run; received 0 samples.")
-    ms = sorted(float(s) / 1e6 for s in samples_ns)
+    ms = sorted(float(s) / 1e6 for s in samples_ns)  # sorted: min/max and the fence below
     if ms[0] < 0:
         raise UserError(f"Latency samples must be durations >= 0 ns; received a minimum of {ms[0] * 1e6:g} ns.")
     n = len(ms)

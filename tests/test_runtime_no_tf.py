@@ -66,3 +66,19 @@ def test_predict_without_tensorflow(models, tmp_path):
     assert result["rc"] == 0
     assert (tmp_path / "out" / "coffee_mask.png").exists()
     assert np.asarray(Image.open(tmp_path / "out" / "coffee_mask.png")).shape == (400, 600)
+
+
+def test_source_checkout_on_sys_path_resolves_every_subpackage():
+    """From the repository root (first on sys.path, as `python -c` there) with no editable finder (-S, as
+    a non-editable install): the root's deeplab_edge/ shadows the installed package and must still
+    find runtime/, model/, export/ and benchmarks/."""
+    import numpy
+
+    root = Path(__file__).resolve().parents[1]
+    site = str(Path(numpy.__file__).resolve().parents[1])
+    code = (f"import sys; sys.path[:0] = [{str(root)!r}]; sys.path.append({site!r}); "
+            "import deeplab_edge.runtime.predictor, deeplab_edge.model.presets, deeplab_edge.export.formats, "
+            "deeplab_edge.benchmarks.report, deeplab_edge.runtime as r; print(r.__file__)")
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert proc.stdout.strip() == str(root / "runtime" / "__init__.py")

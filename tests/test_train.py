@@ -108,9 +108,9 @@ def test_precise_batchnorm_is_the_plain_average_and_beats_stale_statistics(train
     from deeplab_edge.model.train import batchnorm_layers, precise_batchnorm
 
     run_dir, _ = trained_tiny
-    model, _ = load_checkpoint(run_dir / "best.keras")
+    model, info = load_checkpoint(run_dir / "best.keras")
     tx, _, vx, vy = synthetic
-    batches = [normalize_np(tx[i:i + 16]) for i in range(0, 48, 16)]
+    batches = [normalize_np(tx[i:i + 16], info.mean, info.std) for i in range(0, 48, 16)]
     layers = batchnorm_layers(model)
     # Per-batch means of each BN layer's input, computed independently with a probe model.
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
@@ -118,7 +118,7 @@ def test_precise_batchnorm_is_the_plain_average_and_beats_stale_statistics(train
                 for i in range(len(layers))]
 
     def miou() -> float:
-        pred = model.predict(normalize_np(vx), verbose=0).argmax(-1)
+        pred = model.predict(normalize_np(vx, info.mean, info.std), verbose=0).argmax(-1)
         return segmentation_metrics(vy, pred, model.output_shape[-1]).miou
 
     for layer in layers:  # stale statistics: what a long-ago moving average might hold
@@ -129,3 +129,40 @@ def test_precise_batchnorm_is_the_plain_average_and_beats_stale_statistics(train
         np.testing.assert_allclose(layer.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
     assert all(isinstance(layer.momentum, float) for layer in layers)  # restored
     assert miou() > stale
+
+
+def test_preset_normalisation_flows_into_training_info_and_export(tmp_path, synthetic, synthetic_folder, monkeypatch):
+    """A preset's mean/std (here [0, 1] inputs) is what training normalises with, what the checkpoint's
+    info stores (inside the .keras too) and what the exported file's metadata says."""
+    import dataclasses
+
+    import numpy as np
+
+    from deeplab_edge.export.calibration import calibration_and_verification
+    from deeplab_edge.export.formats import resolve_formats
+    from deeplab_edge.export.pipeline import export_all
+    from deeplab_edge.model import presets
+    from deeplab_edge.model.checkpoint import load_checkpoint
+    from deeplab_edge.model.data import make_tf_dataset, scan_folder
+    from deeplab_edge.model.train import TrainSettings, train
+    from deeplab_edge.runtime import load_predictor
+
+    unit = dataclasses.replace(presets.PRESETS["tiny"], name="tiny01", mean=(0.0, 0.0, 0.0), std=(255.0,) * 3)
+    monkeypatch.setitem(presets.PRESETS, "tiny01", unit)
+    tx, ty, _, _ = synthetic
+    x, _ = next(iter(make_tf_dataset(tx[:4], ty[:4], batch_size=4, training=False, mean=unit.mean, std=unit.std)))
+    np.testing.assert_allclose(x.numpy(), tx[:4] / 255.0, atol=1e-6)  # what the model is trained on
+    ds = scan_folder(synthetic_folder)
+    cfg = unit.config.replace(num_classes=ds.num_classes)
+    r = train(cfg, ds, tmp_path / "run", TrainSettings(epochs=1, batch_size=16, steps_per_epoch=1, verbose=0),
+              preset="tiny01", arrays=synthetic)
+    (tmp_path / "run" / "model_info.json").unlink()  # the info inside the .keras is enough
+    model, info = load_checkpoint(r.best_checkpoint)
+    assert info.mean == (0.0, 0.0, 0.0) and info.std == (255.0,) * 3
+    calib, vx, vy = calibration_and_verification(ds, cfg.input_size, resolve_formats(["tflite_fp32"]), None, 4,
+                                                 info.mean, info.std, progress=lambda m: None)
+    assert vx.min() >= 0.0 and vx.max() <= 1.0
+    rep = export_all(model, info, tmp_path / "exp", name="t", formats=["tflite_fp32"], calibration=calib,
+                     verify_images=vx, verify_masks=vy, progress=lambda m: None)
+    meta = load_predictor(rep.files[0].path).meta
+    assert meta.mean == (0.0, 0.0, 0.0) and meta.std == (255.0, 255.0, 255.0)

@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.model.checkpoint import load_checkpoint
     from deeplab_edge.model.data import open_dataset
     from deeplab_edge.model.evaluate import evaluate_model
+    from deeplab_edge.model.presets import DEFAULT_MEAN, DEFAULT_STD
 
     model, info = load_checkpoint(args.checkpoint)
     ds = open_dataset(args.data or (info.extra.get("dataset") if info else None))
@@ -30,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if model.output_shape[-1] != ds.num_classes:
         raise UserError(f"The checkpoint predicts {model.output_shape[-1]} classes but {ds.root} has "
                         f"{ds.num_classes}; evaluate on the dataset it was trained for.")
-    m = evaluate_model(model, samples, ds.class_names, tuple(model.input_shape[1:3]), progress=True)
+    m = evaluate_model(model, samples, ds.class_names, tuple(model.input_shape[1:3]),
+                       info.mean if info else DEFAULT_MEAN, info.std if info else DEFAULT_STD, progress=True)
     print(f"{args.split}: {len(samples)} images of {ds.root}")
     print(m.table())
     if args.json:
