@@ -154,8 +154,8 @@ def test_preset_normalisation_flows_into_training_info_and_export(tmp_path, synt
     np.testing.assert_allclose(x.numpy(), tx[:4] / 255.0, atol=1e-6)  # what the model is trained on
     ds = scan_folder(synthetic_folder)
     cfg = unit.config.replace(num_classes=ds.num_classes)
-    r = train(cfg, ds, tmp_path / "run", TrainSettings(epochs=1, batch_size=16, steps_per_epoch=1, verbose=0),
-              preset="tiny01", arrays=synthetic)
+    r = train(cfg, ds, tmp_path / "run", TrainSettings(epochs=1, batch_size=16, steps_per_epoch=1, verbose=0,
+                                                                bn_recalibration_steps=1), preset="tiny01", arrays=synthetic)
     (tmp_path / "run" / "model_info.json").unlink()  # the info inside the .keras is enough
     model, info = load_checkpoint(r.best_checkpoint)
     assert info.mean == (0.0, 0.0, 0.0) and info.std == (255.0,) * 3
