@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint clean
+.PHONY: setup demo test test-slow lint clean aarch64-check
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The TF-free runtime on aarch64 under qemu-user (Debian arm64 Python + aarch64 wheels, cached in
+# ~/.cache/deeplab-edge/aarch64): predict with every exported file, masks compared with x86, per CPU.
+# MODELS=DIR picks the exported files (default: the demo's report/models, from `make demo`).
+aarch64-check: $(STAMP)
+	$(BIN)/python benchmarks/aarch64_check.py --models $(or $(MODELS),report/models)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

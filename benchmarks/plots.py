@@ -24,6 +24,15 @@ _STYLE = {"keras": ("o", "#4C72B0"), "litert": ("s", "#DD8452"), "onnxruntime": 
 _FALLBACK_STYLE = ("D", "#8172B3")
 
 
+def plots_available() -> bool:
+    """Whether matplotlib is installed (the core install, e.g. on a board, has no plots)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _figure(width: float, height: float):
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -1,7 +1,9 @@
 """What machine a benchmark ran on: CPU model and ISA flags, cores, OS, package versions, GPUs.
 
-int8 speed-ups depend on the CPU's instruction set (1.3-1.5x on AVX2 only, ~4x with AVX-512 VNNI),
-so every result carries these facts. Package versions are read from installed metadata with
+int8 speed-ups depend on the CPU's instruction set (1.3-1.5x on AVX2 only, ~4x with AVX-512 VNNI;
+on Arm, the dot-product (asimddp: sdot/udot) and i8mm (smmla) instructions), so every result carries
+these facts. x86 and Arm (aarch64) /proc/cpuinfo layouts are both read: on Arm without a model name
+the core is named from "CPU implementer" / "CPU part" (e.g. Cortex-A76, Neoverse-N1). Package versions are read from installed metadata with
 `importlib.metadata`, never by importing the package (this module never imports TensorFlow).
 """
 
@@ -15,7 +17,8 @@ import subprocess
 import sys
 from importlib import metadata
 
-__all__ = ["ISA_FLAGS", "PACKAGES", "cpu_flags", "cpu_model", "isa_summary", "machine_info", "machine_summary"]
+__all__ = ["ARM_PARTS", "ISA_FLAGS", "PACKAGES", "arm_cores", "cpu_flags", "cpu_model", "int8_isa", "isa_summary",
+           "machine_info", "machine_summary"]
 
 # /proc/cpuinfo flag -> label in the summary, in summary order. x86 first, then Arm.
 ISA_FLAGS: dict[str, str] = {
@@ -28,8 +31,10 @@ ISA_FLAGS: dict[str, str] = {
     "amx_int8": "AMX-INT8",
     "amx_bf16": "AMX-BF16",
     "asimd": "NEON",
+    "fphp": "FP16",
     "asimddp": "DOTPROD",
     "i8mm": "I8MM",
+    "bf16": "BF16",
     "sve": "SVE",
 }
 # Summary labels implied by a shorter one already shown (AMX tile without int8 is rare).
@@ -45,6 +50,32 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx",),
     "tf2onnx": ("tf2onnx",),
     "deeplab-edge": ("deeplab-edge",),
+}
+
+
+# Arm "CPU implementer" -> {"CPU part" -> core name} (Linux arch/arm64/include/asm/cputype.h).
+ARM_PARTS: dict[int, tuple[str, dict[int, str]]] = {
+    0x41: ("Arm", {
+        0xD01: "Cortex-A32", 0xD02: "Cortex-A34", 0xD03: "Cortex-A53", 0xD04: "Cortex-A35", 0xD05: "Cortex-A55",
+        0xD06: "Cortex-A65", 0xD07: "Cortex-A57", 0xD08: "Cortex-A72", 0xD09: "Cortex-A73", 0xD0A: "Cortex-A75",
+        0xD0B: "Cortex-A76", 0xD0C: "Neoverse-N1", 0xD0D: "Cortex-A77", 0xD0E: "Cortex-A76AE",
+        0xD40: "Neoverse-V1", 0xD41: "Cortex-A78", 0xD42: "Cortex-A78AE", 0xD43: "Cortex-A65AE",
+        0xD44: "Cortex-X1", 0xD46: "Cortex-A510", 0xD47: "Cortex-A710", 0xD48: "Cortex-X2",
+        0xD49: "Neoverse-N2", 0xD4A: "Neoverse-E1", 0xD4B: "Cortex-A78C", 0xD4C: "Cortex-X1C",
+        0xD4D: "Cortex-A715", 0xD4E: "Cortex-X3", 0xD4F: "Neoverse-V2", 0xD80: "Cortex-A520",
+        0xD81: "Cortex-A720", 0xD82: "Cortex-X4", 0xD84: "Neoverse-V3", 0xD85: "Cortex-X925",
+        0xD87: "Cortex-A725", 0xD8E: "Neoverse-N3",
+    }),
+    0x42: ("Broadcom", {0x516: "ThunderX2 (Vulcan)"}),
+    0x43: ("Cavium", {0x0A1: "ThunderX", 0x0AF: "ThunderX2"}),
+    0x46: ("Fujitsu", {0x001: "A64FX"}),
+    0x48: ("HiSilicon", {0xD01: "TaiShan v110 (Kunpeng 920)"}),
+    0x4E: ("NVIDIA", {0x003: "Denver", 0x004: "Carmel"}),
+    0x51: ("Qualcomm", {0x800: "Kryo 2xx Gold", 0x801: "Kryo 2xx Silver", 0x802: "Kryo 3xx Gold",
+                        0x803: "Kryo 3xx Silver", 0x804: "Kryo 4xx Gold", 0x805: "Kryo 4xx Silver",
+                        0xC00: "Falkor", 0xC01: "Saphira"}),
+    0x61: ("Apple", {}),
+    0xC0: ("Ampere", {0xAC3: "Ampere-1", 0xAC4: "Ampere-1A"}),
 }
 
 
@@ -65,12 +96,53 @@ def _cpuinfo_field(text: str, *keys: str) -> str:
     return ""
 
 
+def _hex(value: str) -> int | None:
+    try:
+        return int(value.strip(), 0)
+    except ValueError:
+        return None
+
+
+def arm_cores(cpuinfo: str | None = None) -> str:
+    """The Arm cores named by /proc/cpuinfo's "CPU implementer" / "CPU part" fields, e.g. "Cortex-A72",
+    "4x Cortex-A76 + 4x Cortex-A55" (big.LITTLE), "Arm part 0xd99" (unknown part); "" when the text has
+    no such fields (x86, or an unreadable layout). Never raises."""
+    text = _read_cpuinfo() if cpuinfo is None else cpuinfo
+    counts: dict[str, int] = {}
+    implementer = None
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        key = name.strip().lower()
+        if not sep:
+            continue
+        if key == "cpu implementer":
+            implementer = _hex(value)
+        elif key == "cpu part":
+            part = _hex(value)
+            if part is None:
+                continue
+            vendor, parts = ARM_PARTS.get(implementer if implementer is not None else -1, ("", {}))
+            if not vendor:
+                vendor = f"Arm implementer {hex(implementer)}" if implementer is not None else "Arm"
+            label = parts.get(part) or f"{vendor} part {hex(part)}"
+            counts[label] = counts.get(label, 0) + 1
+    if not counts:
+        return ""
+    if len(counts) == 1:
+        return next(iter(counts))
+    return " + ".join(f"{n}x {label}" for label, n in counts.items())
+
+
 def cpu_model(cpuinfo: str | None = None) -> str:
-    """CPU model name from /proc/cpuinfo ("model name", Arm: "Hardware"/"Model"), else platform.processor()."""
+    """CPU model name from /proc/cpuinfo ("model name", Arm: "Hardware"/"Model", else the cores named from
+    "CPU implementer"/"CPU part"), else platform.processor()."""
     text = _read_cpuinfo() if cpuinfo is None else cpuinfo
     name = _cpuinfo_field(text, "model name", "hardware", "model", "cpu model")
     if name and not name.isdigit():  # x86 "model" is a number, not a name
         return name
+    cores = arm_cores(text)
+    if cores:
+        return cores
     return platform.processor() or platform.machine() or "unknown"
 
 
@@ -93,6 +165,32 @@ def isa_summary(info: dict) -> str:
     labels = [label for flag, label in ISA_FLAGS.items()
               if isa.get(flag) and not (flag in _IMPLIED and isa.get(_IMPLIED[flag]))]
     return "+".join(labels) or "none"
+
+
+def int8_isa(flags: set[str] | None, machine: str | None = None) -> str:
+    """One line: which instructions the int8 kernels (XNNPACK in LiteRT, MLAS in onnxruntime) can use here.
+
+    x86: AMX-INT8 > AVX512-VNNI / AVX-VNNI > AVX2 (no VNNI); Arm: i8mm (smmla) and the dot product
+    (asimddp: sdot/udot) > plain NEON. "unknown" when the flags could not be read.
+    """
+    if flags is None:
+        return "int8 kernels: unknown (CPU flags unreadable)"
+    machine = (machine or "").lower()
+    if "asimd" in flags or machine in ("aarch64", "arm64") or machine.startswith("arm"):
+        fast = [label for flag, label in (("i8mm", "i8mm (smmla)"), ("asimddp", "dot product (sdot, asimddp)"))
+                if flag in flags]
+        if fast:
+            return "int8 kernels: Arm " + " + ".join(fast)
+        if "asimd" in flags:
+            return "int8 kernels: Arm NEON only (no sdot, no i8mm)"
+        return "int8 kernels: Arm without NEON reported"
+    fast = [label for flag, label in (("amx_int8", "AMX-INT8"), ("avx512_vnni", "AVX512-VNNI"),
+                                      ("avx_vnni", "AVX-VNNI")) if flag in flags]
+    if fast:
+        return "int8 kernels: x86 " + " + ".join(fast)
+    if "avx2" in flags:
+        return "int8 kernels: x86 AVX2 only (no VNNI)"
+    return "int8 kernels: no AVX2/VNNI/NEON reported (scalar or SSE paths)"
 
 
 def _version(dists: tuple[str, ...]) -> str | None:
@@ -135,8 +233,8 @@ def machine_info() -> dict:
     """Facts about this machine and its packages, as JSON-ready data with stable keys.
 
     Keys: cpu_model, isa (flag -> bool, or None when flags are unreadable; see `ISA_FLAGS`),
-    isa_summary, cpu_count (logical CPUs), cpu_affinity (CPUs this process may run on), machine
-    (architecture), os, python, versions (distribution -> version or None), ort_providers, gpus
+    isa_summary, int8_isa (one line, see `int8_isa`), cpu_count (logical CPUs), cpu_affinity (CPUs this
+    process may run on), machine (architecture), os, python, versions (distribution -> version or None), ort_providers, gpus
     (names from `nvidia-smi -L`, [] when none), date (UTC, ISO 8601).
     """
     text = _read_cpuinfo()
@@ -150,6 +248,7 @@ def machine_info() -> dict:
         "cpu_model": cpu_model(text),
         "isa": isa,
         "isa_summary": "",
+        "int8_isa": int8_isa(flags, platform.machine()),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
         "machine": platform.machine(),

@@ -82,3 +82,36 @@ def test_source_checkout_on_sys_path_resolves_every_subpackage():
     proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert proc.stdout.strip() == str(root / "runtime" / "__init__.py")
+
+
+CORE_BENCH_SCRIPT = r"""
+import importlib.abc, sys
+
+BLOCKED = {"tensorflow", "tf_keras", "keras", "matplotlib", "imgviz", "skimage", "psutil"}
+
+class CoreInstallOnly(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, CoreInstallOnly())
+from deeplab_edge.cli import main
+sys.exit(main(["bench", sys.argv[1], "--out", sys.argv[2], "--min-runs", "3", "--min-time", "0.05",
+               "--warmup", "1", "--gpu", "off"]))
+"""
+
+
+def test_bench_with_the_core_install_alone(models, tmp_path):
+    """A board with `pip install deeplab-edge` (no matplotlib, no demo-set packages, empty cache): bench of
+    a file with our metadata gives a latency row and says why there is no mIoU and no plot."""
+    import os
+
+    script = CORE_BENCH_SCRIPT
+    env = {**os.environ, "DEEPLAB_EDGE_CACHE": str(tmp_path / "empty-cache")}
+    proc = subprocess.run([sys.executable, "-c", script, str(models.tflite), str(tmp_path / "b")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+    assert "the built-in demo set is not available here" in proc.stdout and "no plots" in proc.stdout
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]
+    assert [r["status"] for r in rows if r["device"] == "cpu"] == ["ok"] and rows[0]["latency"]["p50_ms"] > 0

