@@ -101,7 +101,7 @@ def _header_line(report: BenchReport) -> str:
     m = report.machine
     cpus = m.get("cpu_count")
     cpu = str(m.get("cpu_model") or "unknown CPU") + (f" ({cpus} logical CPUs)" if cpus else "")
-    parts = [cpu, f"ISA {m.get('isa_summary') or isa_summary(m)}", _threads(report)]
+    parts = [cpu, f"ISA {m.get('isa_summary') or isa_summary(m)}", m.get("int8_isa", ""), _threads(report)]
     if m.get("gpus"):
         parts.append("GPU " + ", ".join(m["gpus"]))
     versions = _versions(m)

@@ -176,3 +176,11 @@ def test_plots_write_png_files(tmp_path):
     only_skipped = BenchReport(rows=(report.row("tflite_gpu"),), machine=MACHINE)
     assert _is_png(plot_latency_vs_miou(only_skipped, tmp_path / "e1.png"))
     assert _is_png(plot_latency_bars(only_skipped, tmp_path / "e2.png"))
+
+
+def test_markdown_header_says_what_the_int8_kernels_can_use():
+    from deeplab_edge.benchmarks.report import _header_line
+
+    report = BenchReport(rows=(), machine={"cpu_model": "Cortex-A76", "int8_isa": "int8 kernels: Arm dot product "
+                                           "(sdot, asimddp)"}, settings={"threads": 4})
+    assert "int8 kernels: Arm dot product" in _header_line(report)
