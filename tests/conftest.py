@@ -41,7 +41,8 @@ def trained_tiny(tmp_path_factory, synthetic, synthetic_folder):
     ds = scan_folder(synthetic_folder)
     out = tmp_path_factory.mktemp("run") / "tiny"
     cfg = get_preset("tiny").config.replace(num_classes=ds.num_classes)
-    result = train(cfg, ds, out, TrainSettings(epochs=6, batch_size=16, learning_rate=5e-3, verbose=0),
+    result = train(cfg, ds, out, TrainSettings(epochs=6, batch_size=16, learning_rate=5e-3, verbose=0,
+                                                             bn_recalibration_steps=5),
                    preset="tiny", arrays=synthetic)
     return Path(out), result
 
