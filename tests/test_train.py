@@ -45,28 +45,6 @@ def test_checkpoint_moved_alone_keeps_its_info(trained_tiny, tmp_path):
     assert info.config.to_dict() == sidecar["config"] and model.output_shape[-1] == len(info.class_names)
 
 
-def test_refuses_to_overwrite_and_resumes(tmp_path, synthetic, synthetic_folder):
-    from deeplab_edge.model.data import scan_folder
-    from deeplab_edge.model.presets import get_preset
-    from deeplab_edge.model.train import TrainSettings, train
-
-    ds = scan_folder(synthetic_folder)
-    cfg = get_preset("tiny").config.replace(num_classes=4)
-    kw = dict(batch_size=16, steps_per_epoch=1, verbose=0, bn_recalibration_steps=1)
-    train(cfg, ds, tmp_path / "r", TrainSettings(epochs=1, **kw), arrays=synthetic)
-    with pytest.raises(UserError, match="--resume"):
-        train(cfg, ds, tmp_path / "r", TrainSettings(epochs=1, **kw), arrays=synthetic)
-    r = train(cfg, ds, tmp_path / "r", TrainSettings(epochs=2, resume=True, **kw), arrays=synthetic)
-    rows = list(csv.DictReader((tmp_path / "r" / "log.csv").open()))
-    assert [int(x["epoch"]) for x in rows] == [0, 1] and r.epochs_run == 1
-    from deeplab_edge.model.checkpoint import load_checkpoint
-
-    resumed, _ = load_checkpoint(tmp_path / "r" / "last.keras", compile=True)
-    assert int(resumed.optimizer.iterations.numpy()) == 2  # optimizer state came back, not only weights
-    with pytest.raises(UserError, match="resume it with the same preset"):
-        train(cfg.replace(width=16), ds, tmp_path / "r", TrainSettings(epochs=3, resume=True, **kw), arrays=synthetic)
-
-
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     code = textwrap.dedent(f"""
@@ -131,9 +109,11 @@ def test_precise_batchnorm_is_the_plain_average_and_beats_stale_statistics(train
     assert miou() > stale
 
 
-def test_preset_normalisation_flows_into_training_info_and_export(tmp_path, synthetic, synthetic_folder, monkeypatch):
+def test_preset_normalisation_flows_refuses_overwrite_and_resumes(tmp_path, synthetic, synthetic_folder, monkeypatch):
     """A preset's mean/std (here [0, 1] inputs) is what training normalises with, what the checkpoint's
-    info stores (inside the .keras too) and what the exported file's metadata says."""
+    info stores (inside the .keras too), what a resumed run keeps and what the exported file's metadata
+    says. A run folder is never overwritten; --resume continues with the optimizer state. (One test:
+    each train() call costs ~50 s of tracing here.)"""
     import dataclasses
 
     import numpy as np
@@ -154,9 +134,19 @@ def test_preset_normalisation_flows_into_training_info_and_export(tmp_path, synt
     np.testing.assert_allclose(x.numpy(), tx[:4] / 255.0, atol=1e-6)  # what the model is trained on
     ds = scan_folder(synthetic_folder)
     cfg = unit.config.replace(num_classes=ds.num_classes)
-    r = train(cfg, ds, tmp_path / "run", TrainSettings(epochs=1, batch_size=16, steps_per_epoch=1, verbose=0,
-                                                                bn_recalibration_steps=1), preset="tiny01", arrays=synthetic)
+    kw = dict(batch_size=16, steps_per_epoch=1, verbose=0, bn_recalibration_steps=1)
+    train(cfg, ds, tmp_path / "run", TrainSettings(epochs=1, **kw), preset="tiny01", arrays=synthetic)
     (tmp_path / "run" / "model_info.json").unlink()  # the info inside the .keras is enough
+    with pytest.raises(UserError, match="--resume"):
+        train(cfg, ds, tmp_path / "run", TrainSettings(epochs=1, **kw), preset="tiny01", arrays=synthetic)
+    r = train(cfg, ds, tmp_path / "run", TrainSettings(epochs=2, resume=True, **kw), preset="tiny01", arrays=synthetic)
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [int(x["epoch"]) for x in rows] == [0, 1] and r.epochs_run == 1
+    resumed, _ = load_checkpoint(tmp_path / "run" / "last.keras", compile=True)
+    assert int(resumed.optimizer.iterations.numpy()) == 2  # optimizer state came back, not only weights
+    with pytest.raises(UserError, match="resume it with the same preset"):
+        train(cfg.replace(width=16), ds, tmp_path / "run", TrainSettings(epochs=3, resume=True, **kw),
+              preset="tiny01", arrays=synthetic)
     model, info = load_checkpoint(r.best_checkpoint)
     assert info.mean == (0.0, 0.0, 0.0) and info.std == (255.0,) * 3
     calib, vx, vy = calibration_and_verification(ds, cfg.input_size, resolve_formats(["tflite_fp32"]), None, 4,
