@@ -120,8 +120,9 @@ def gpu_targets(targets: list[Target], settings: BenchSettings) -> tuple[list[Ta
     return run, skipped
 
 
-def _run_worker(target: Target, spec: dict, tmp: Path, settings: BenchSettings) -> dict:
-    spec_path, out_path = tmp / f"{target.name}.spec.json", tmp / f"{target.name}.out.json"
+def _run_worker(target: Target, spec: dict, tmp: Path, settings: BenchSettings, suffix: str = "latency") -> dict:
+    stem = target.name.replace("/", "_")
+    spec_path, out_path = tmp / f"{stem}.{suffix}.spec.json", tmp / f"{stem}.{suffix}.out.json"
     spec_path.write_text(json.dumps(spec))
     try:
         proc = subprocess.run([sys.executable, "-m", "deeplab_edge.benchmarks.worker", str(spec_path), str(out_path)],
@@ -169,22 +170,28 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
     ref_name = scored[0] if scored else None
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        npz = tmp / "eval.npz"
-        arrays = {"photo": photo}
+        npz, photo_npy, ref_labels = tmp / "eval.npz", tmp / "photo.npy", tmp / "ref_labels.npy"
+        np.save(photo_npy, photo)
         if eval_set is not None:
-            arrays.update(images=eval_set.images, masks=eval_set.masks)
-        np.savez(npz, **arrays)
+            np.savez(npz, images=eval_set.images, masks=eval_set.masks)
         for i, t in enumerate(all_targets):
             base = t.name.removesuffix("_gpu") if t.device == "gpu" else t.name
             evaluate = base not in latency_only
             progress(f"[{i + 1}/{len(all_targets)}] {t.name} ({t.backend}, {t.device}, {settings.threads} threads)")
             spec = {"file": str(t.file), "backend": t.backend, "device": t.device, "threads": settings.threads,
-                    "eval_npz": str(npz), "evaluate": evaluate,
-                    "num_classes": eval_set.num_classes if eval_set is not None else None,
-                    "warmup": settings.warmup, "min_runs": settings.min_runs, "min_time_s": settings.min_time_s,
-                    "flags": {**(flags or {}), **(row_flags or {}).get(base, {})}, "keras_norm": keras_norm,
-                    "labels_out": str(tmp / "ref_labels.npy") if t.name == ref_name else None}
-            res = _run_worker(t, spec, tmp, settings)
+                    "photo_npy": str(photo_npy), "warmup": settings.warmup, "min_runs": settings.min_runs,
+                    "min_time_s": settings.min_time_s, "flags": {**(flags or {}), **(row_flags or {}).get(base, {})},
+                    "keras_norm": keras_norm}
+            # Two processes per row: one only loads and times the model (its peak memory is the runtime's,
+            # whatever the eval-set size), one labels the evaluation set.
+            res = _run_worker(t, {**spec, "mode": "latency"}, tmp, settings)
+            if res["status"] == "ok" and evaluate:
+                scored = _run_worker(t, {**spec, "mode": "eval", "eval_npz": str(npz),
+                                         "num_classes": eval_set.num_classes,
+                                         "ref_labels": str(ref_labels) if ref_labels.exists() else None,
+                                         "labels_out": str(ref_labels) if t.name == ref_name else None},
+                                     tmp, settings, suffix="eval")
+                res = scored if scored["status"] != "ok" else {**res, **scored, "notes": res["notes"]}
             size_mb = (t.file.stat().st_size / 2**20) if t.file.is_file() else None
             common = dict(name=t.name, format=t.format, backend=t.backend, device=t.device, threads=settings.threads,
                           file=str(t.file), size_mb=size_mb)
@@ -192,17 +199,15 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
                 rows_by_name[t.name] = BenchRow.failed(reason=res["reason"], **common)
                 progress(f"      failed: {res['reason']}")
                 continue
-            if t.name == ref_name:  # later rows compare their labels with the reference's
-                data = dict(np.load(npz))
-                data["ref_labels"] = np.load(tmp / "ref_labels.npy")
-                np.savez(npz, **data)
             notes = list(res.get("notes") or [])
             if not evaluate:
                 notes.insert(0, f"latency only, mIoU not measured: {latency_only[base]}")
             rows_by_name[t.name] = BenchRow(latency=LatencyStats.from_dict(res["latency"]), pre_ms=res["pre_ms"],
-                                            post_ms=res["post_ms"], peak_rss_mb=res["peak_rss_mb"], miou=res["miou"],
-                                            pixel_acc=res["pixel_acc"],
-                                            agreement=1.0 if t.name == ref_name else res["agreement"],
+                                            post_ms=res["post_ms"], peak_rss_mb=res["peak_rss_mb"],
+                                            base_rss_mb=res.get("base_rss_mb"), load_ms=res.get("load_ms"),
+                                            first_ms=res.get("first_ms"), miou=res.get("miou"),
+                                            pixel_acc=res.get("pixel_acc"),
+                                            agreement=1.0 if t.name == ref_name else res.get("agreement"),
                                             note="; ".join(notes), provider=res.get("provider", ""), **common)
             r = rows_by_name[t.name]
             miou = f"mIoU {100 * r.miou:.1f}%" if r.miou is not None else "latency only"
@@ -216,7 +221,9 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
                       "input_size": size, "reference": ref_name, "eval": eval_set.note if eval_set is not None else
                       "none (latency only)",
                       "latency": "batch 1, inference only (interpreter invoke / session run), monotonic clock",
-                      "pre_post": "one real photo at its own size: resize+normalise(+quantise), argmax+resize back"}
+                      "pre_post": "one real photo at its own size: resize (+normalise, quantise unless the file "
+                                  "takes pixels), labels from the raw output + one resize back",
+                      "photo_size": list(photo.shape[:2])}
     return BenchReport(rows=tuple(ordered), machine=machine, settings=bench_settings)
 
 

@@ -54,6 +54,8 @@ COLUMNS: tuple[tuple[str, str, Callable[[BenchRow], str | None], bool], ...] = (
     ("ΔmIoU pts", "dmIoU", lambda r: _num("+.2f", None if r.miou_drop is None else 0.0 - r.miou_drop), True),
     ("agreement %", "agree %", lambda r: _num(".2f", r.agreement, 100.0), True),
     ("peak RSS MB", "RSS MB", lambda r: _num(".0f", r.peak_rss_mb), True),
+    ("load ms", "load ms", lambda r: _num(".1f", r.load_ms), True),
+    ("1st inference ms", "1st ms", lambda r: _num(".1f", r.first_ms), True),
 )
 
 LEGEND = (
@@ -61,8 +63,10 @@ LEGEND = (
     "all timed runs, no clipping; FPS = 1000 / p50. pre+post: p50 of pre-processing plus p50 of "
     "post-processing per image. mIoU: mean IoU over classes on the evaluation images. ΔmIoU: this "
     "row's mIoU minus the float reference's, in percentage points (negative = worse). agreement: "
-    "share of pixels whose predicted class equals the float reference's. peak RSS: process "
-    "high-water mark after the row ran (MiB). Sizes in MiB."
+    "share of pixels whose predicted class equals the float reference's. peak RSS: high-water mark "
+    "(MiB) of a process that only loaded, warmed up and timed the model (the evaluation runs in another). "
+    "load / 1st inference: cold start, reading the file and building the interpreter or session, then "
+    "the first inference. Sizes in MiB."
 )
 
 

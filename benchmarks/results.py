@@ -56,7 +56,12 @@ class BenchRow:
         size_mb: file size in MiB.
         latency: inference-only latency stats (no pre/post-processing), None if not measured.
         pre_ms, post_ms: p50 of pre- and post-processing per image in ms, None if not measured.
-        peak_rss_mb: process peak resident memory in MiB after this row ran.
+        peak_rss_mb: peak resident memory (MiB) of a process that only loaded the model, warmed it up and
+            timed it (no evaluation set in it): the runtime's footprint, the same for any eval-set size.
+        base_rss_mb: that process's resident memory before the model was loaded (Python, numpy and the
+            runtime library imported): peak_rss_mb - base_rss_mb is what the model itself costs.
+        load_ms, first_ms: cold start, as LiteRT's benchmark_model reports it: reading the file and
+            building the interpreter/session (load), then the first inference (first).
         miou, pixel_acc: on the evaluation images, fractions 0..1.
         agreement: fraction 0..1 of pixels whose argmax equals the float reference model's.
         miou_drop: reference mIoU minus this row's, in percentage points (0.8 = 0.8 points worse).
@@ -78,6 +83,9 @@ class BenchRow:
     pre_ms: float | None = None
     post_ms: float | None = None
     peak_rss_mb: float | None = None
+    base_rss_mb: float | None = None
+    load_ms: float | None = None
+    first_ms: float | None = None
     miou: float | None = None
     pixel_acc: float | None = None
     agreement: float | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -60,57 +61,88 @@ def _file_runner(spec: dict):
 
 
 def run(spec: dict) -> dict:
-    from deeplab_edge.benchmarks.timing import peak_rss_mb, time_callable, time_pipeline
-    from deeplab_edge.metrics import agreement, segmentation_metrics
+    """One row in one process: `spec["mode"]` "latency" (load, warm up, time; the process's memory is the
+    runtime's) or "eval" (labels on the evaluation set, scored)."""
+    return _latency(spec) if spec.get("mode", "latency") == "latency" else _evaluate(spec)
+
+
+def _latency(spec: dict) -> dict:
+    """Cold start (load, first inference), inference latency on a model-size input, pre/post-processing
+    of one real photo at its own size, and the peak RSS of a process that holds nothing else."""
+    from deeplab_edge.benchmarks.timing import peak_rss_mb, rss_mb, time_callable, time_pipeline
     from deeplab_edge.runtime.timing import latency_stats, stage_stats
 
-    data = np.load(spec["eval_npz"])
-    ref = data["ref_labels"] if "ref_labels" in data else None
-    photo = data["photo"]
-    evaluate = bool(spec.get("evaluate")) and "images" in data
+    photo = np.load(spec["photo_npy"])
     loop = dict(warmup=spec["warmup"], min_runs=spec["min_runs"], min_time_s=spec["min_time_s"])
-    notes: list[str] = []
     if spec["backend"] == "keras":
-        infer, size, mean, std, to_labels, provider = _keras_runner(spec)
+        from deeplab_edge.model._keras import tf  # noqa: F401  (imported before the clock starts)
 
-        def normalise(images: np.ndarray) -> np.ndarray:
-            if images.shape[1:3] != size:
-                images = np.stack([np.asarray(Image.fromarray(im).resize(size[::-1], Image.BILINEAR)) for im in images])
-            return (images.astype(np.float32) - mean) / std
-
-        x1 = normalise(photo[None])
+        base = rss_mb()
+        t0 = time.perf_counter_ns()
+        infer, size, mean, std, _, provider = _keras_runner(spec)
+        t1 = time.perf_counter_ns()
+        x1 = _keras_input(photo[None], size, mean, std)
+        infer(x1)
+        t2 = time.perf_counter_ns()
         lat = latency_stats(time_callable(lambda: infer(x1), **loop))
         pre_ms = post_ms = None
-        if evaluate:
-            images = data["images"]
-            logits = np.concatenate([infer(normalise(images[i:i + 8])) for i in range(0, len(images), 8)])
-            labels = to_labels(logits)
-            if labels.shape[1:] != images.shape[1:3]:
-                labels = np.stack([np.asarray(Image.fromarray(lab).resize(images.shape[2:0:-1], Image.NEAREST))
-                                   for lab in labels])
+        notes: list[str] = []
     else:
+        if spec["backend"] == "litert":
+            import ai_edge_litert.interpreter  # noqa: F401  (imported before the clock starts)
+        else:
+            import onnxruntime  # noqa: F401
+        base = rss_mb()
+        t0 = time.perf_counter_ns()
         pred = _file_runner(spec)
-        model_in = pred.to_model_input(pred.preprocess([photo])[0])
+        t1 = time.perf_counter_ns()
+        model_in = pred.prepare([photo])[0].copy()
+        pred.backend.run(model_in)
+        t2 = time.perf_counter_ns()
         lat = latency_stats(time_callable(lambda: pred.backend.run(model_in), **loop))
-        # Pre/post-processing of a real photo at its own size, timed apart from inference.
-        # The same three stages as Predictor.predict: pre = resize + normalise + quantise; post = argmax on
-        # the raw output (no dequantisation needed) + nearest resize back to the photo's size.
-        stages = stage_stats(time_pipeline(lambda: pred.to_model_input(pred.preprocess([photo])[0]), pred.backend.run,
-                                         lambda y: pred.postprocess(pred.labels_from_raw(y), [photo.shape[:2]]),
-                                         warmup=2, min_runs=10, min_time_s=min(1.0, spec["min_time_s"])))
+        # Pre/post-processing of a real photo at its own size, timed apart from inference: the stages of
+        # Predictor.predict (pre: resize, normalise/quantise unless the file takes pixels; post: labels
+        # from the raw output, one resize back to the photo's size).
+        stages = stage_stats(time_pipeline(lambda: pred.prepare([photo]), lambda x: (pred.backend.run(x[0]), x[1]),
+                                           lambda y: pred.labels_for(*y), warmup=2, min_runs=10,
+                                           min_time_s=min(1.0, spec["min_time_s"])))
         pre_ms, post_ms = stages.pre_ms, stages.post_ms
-        if evaluate:
-            labels = np.stack(pred.predict(list(data["images"])))
         notes = list(pred.notes)
         provider = ", ".join(pred.backend.providers)  # what the session actually runs on, not what was asked
-    out = {"provider": provider, "latency": lat.to_dict(), "pre_ms": pre_ms, "post_ms": post_ms, "peak_rss_mb": peak_rss_mb(),
-           "miou": None, "pixel_acc": None, "agreement": None, "labels_npy": None, "notes": notes}
-    if evaluate:
-        m = segmentation_metrics(data["masks"], labels, int(spec["num_classes"]))
-        out.update(miou=m.miou, pixel_acc=m.pixel_accuracy,
-                   agreement=agreement(labels, ref) if ref is not None else None,
-                   labels_npy=_save_labels(labels, spec))
-    return out
+    return {"provider": provider, "latency": lat.to_dict(), "pre_ms": pre_ms, "post_ms": post_ms,
+            "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base, "load_ms": (t1 - t0) / 1e6, "first_ms": (t2 - t1) / 1e6,
+            "notes": notes}
+
+
+def _keras_input(images: np.ndarray, size: tuple[int, int], mean, std) -> np.ndarray:
+    if images.shape[1:3] != size:
+        images = np.stack([np.asarray(Image.fromarray(im).resize(size[::-1], Image.BILINEAR)) for im in images])
+    return (images.astype(np.float32) - mean) / std
+
+
+def _evaluate(spec: dict) -> dict:
+    """Labels for every evaluation image (batch by batch; no scores kept), scored against the masks and
+    the reference row's labels."""
+    from deeplab_edge.metrics import agreement, segmentation_metrics
+
+    data = np.load(spec["eval_npz"])
+    images = data["images"]
+    if spec["backend"] == "keras":
+        infer, size, mean, std, to_labels, _ = _keras_runner(spec)
+        parts = []
+        for i in range(0, len(images), 8):
+            lab = to_labels(infer(_keras_input(images[i:i + 8], size, mean, std)))
+            if lab.shape[1:] != images.shape[1:3]:
+                lab = np.stack([np.asarray(Image.fromarray(x).resize(images.shape[2:0:-1], Image.NEAREST)) for x in lab])
+            parts.append(lab)
+        labels, notes = np.concatenate(parts), []
+    else:
+        pred = _file_runner(spec)
+        labels, notes = np.stack(pred.predict(list(images))), list(pred.notes)
+    m = segmentation_metrics(data["masks"], labels, int(spec["num_classes"]))
+    ref = np.load(spec["ref_labels"]) if spec.get("ref_labels") else None
+    return {"miou": m.miou, "pixel_acc": m.pixel_accuracy, "agreement": agreement(labels, ref) if ref is not None else None,
+            "labels_npy": _save_labels(labels, spec), "notes": notes}
 
 
 def _save_labels(labels: np.ndarray, spec: dict) -> str | None:

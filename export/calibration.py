@@ -14,7 +14,8 @@ DEFAULT_CALIBRATION_COUNT = 200
 
 @dataclass(frozen=True)
 class Calibration:
-    """Normalised float32 NHWC images at the model's input size (real training images)."""
+    """NHWC images at the model's input size (real training images): normalised float32, or uint8 pixels
+    for files that normalise their input themselves."""
 
     images: np.ndarray
     source: str
@@ -48,7 +49,8 @@ class _OrtReader:
         if self._i >= len(self._images):
             return None
         self._i += 1
-        return {self._name: self._images[self._i - 1][None].astype(np.float32)}
+        image = self._images[self._i - 1][None]  # uint8 pixels stay uint8 (the input's type)
+        return {self._name: image if image.dtype == np.uint8 else image.astype(np.float32)}
 
     def rewind(self) -> None:
         self._i = 0

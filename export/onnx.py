@@ -42,7 +42,7 @@ def export_onnx(model, out: Path, *, metadata: ModelMetadata, opset: int = DEFAU
     import tf2onnx
 
     h, w = model.input_shape[1:3]
-    spec = (tf.TensorSpec((None, h, w, 3), tf.float32, name="image"),)
+    spec = (tf.TensorSpec((None, h, w, 3), model.inputs[0].dtype, name="image"),)  # uint8 for pixel input
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):

@@ -14,6 +14,7 @@ import numpy as np
 from deeplab_edge import __version__
 from deeplab_edge.errors import UserError
 from deeplab_edge.fileio import sha256, write_bytes_atomic
+from deeplab_edge.model.data import denormalize_np
 from deeplab_edge.runtime.metadata import ModelMetadata
 
 from .calibration import Calibration
@@ -80,9 +81,15 @@ def export_graph(model, info, *, input_size: tuple[int, int] | None = None):
     return model
 
 
-def make_metadata(info, spec: ModelSpec, input_size, fmt: ExportFormat, head: str) -> ModelMetadata:
+LOGITS_AT = ("input", "stride")
+PIXELS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # the mean/std of a file that normalises its uint8 input itself
+
+
+def make_metadata(info, spec: ModelSpec, input_size, fmt: ExportFormat, head: str, *,
+                  pixel_input: bool = False) -> ModelMetadata:
+    mean, std = PIXELS if pixel_input else (spec.mean, spec.std)
     return ModelMetadata(
-        class_names=spec.class_names, input_size=tuple(input_size), mean=spec.mean, std=spec.std,
+        class_names=spec.class_names, input_size=tuple(input_size), mean=mean, std=std,
         layout="NHWC", output="labels" if head == "labels" else spec.output, threshold=spec.threshold,
         preset=(info.preset if info else ""), variant=fmt.name, version=__version__,
         config=(info.config.to_dict() if info else {}),
@@ -108,11 +115,15 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                verify_images: np.ndarray | None = None, verify_masks: np.ndarray | None = None,
                thresholds: Thresholds | None = None, force: bool = False, head: str = "logits",
                input_size: tuple[int, int] | None = None, num_threads: int | None = None,
-               progress=print, checkpoint: str | Path | None = None, spec: ModelSpec | None = None) -> ExportReport:
+               progress=print, checkpoint: str | Path | None = None, spec: ModelSpec | None = None,
+               pixel_input: bool = False, logits_at: str = "input") -> ExportReport:
     """Export `model` (from `load_checkpoint`) to each format, verify each file, and write manifest.json.
 
     `spec` (classes, normalisation, output kind) defaults to what the checkpoint's model info says.
-    `verify_images` are normalised as the spec says."""
+    `verify_images` are normalised as the spec says. `pixel_input`: every file takes raw uint8 RGB pixels
+    and normalises them itself (a first op; for tflite_int8 the uint8 input's quantisation). `logits_at`
+    "stride": the files output logits at the decoder's stride (input / 4) and leave the upsampling to
+    the runtime; "input" (default): logits upsampled bilinearly to the input size inside the file."""
     from deeplab_edge.model.flops import model_cost
 
     from .onnx import export_onnx, export_onnx_int8, onnx_op_histogram
@@ -122,6 +133,11 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     thresholds = thresholds or Thresholds()
     if head not in ("logits", "labels"):
         raise UserError(f"head must be 'logits' or 'labels'; received {head!r}.")
+    if logits_at not in LOGITS_AT:
+        raise UserError(f"logits_at must be one of {', '.join(LOGITS_AT)}; received {logits_at!r}.")
+    if logits_at == "stride" and info is None:
+        raise UserError("--logits-at stride cuts a deeplab-edge DeepLabV3+ graph before its final upsampling; "
+                        f"{checkpoint or 'this model'} was not trained by deeplab-edge. Drop --logits-at.")
     chosen = resolve_formats(formats)
     check_options(chosen, options)
     out_dir = Path(out_dir)
@@ -138,9 +154,10 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                         "output does not have; export it with the default --head logits.")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    from deeplab_edge.model.layers import with_label_head
+    from deeplab_edge.model.layers import at_decoder_stride, with_label_head, with_pixel_input
 
-    logits_graph = export_graph(model, info, input_size=input_size)
+    full_graph = export_graph(model, info, input_size=input_size)
+    logits_graph = at_decoder_stride(full_graph) if logits_at == "stride" else full_graph
     graph = with_label_head(logits_graph) if head == "labels" else logits_graph
     size = tuple(graph.input_shape[1:3])
     class_names = spec.class_names
@@ -149,8 +166,9 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     # The rebuilt (folded, native-dilation) graph must compute what the checkpoint computes.
     fold_diff = None
     if info is not None and input_size in (None, tuple(info.config.input_size)):
-        fold_diff = float(np.abs(ref.logits[:4] - model.predict(verify_images[:4], verbose=0)).max())
-        scale = max(1.0, float(np.abs(ref.logits[:4]).max()))
+        rebuilt = full_graph.predict(verify_images[:4], verbose=0)
+        fold_diff = float(np.abs(rebuilt - model.predict(verify_images[:4], verbose=0)).max())
+        scale = max(1.0, float(np.abs(rebuilt).max()))
         if fold_diff > 1e-4 * scale:
             raise UserError(f"The rebuilt export graph (folded, native dilation) differs from the checkpoint by "
                             f"{fold_diff:.2e} (logit scale {scale:.1f}); this is a bug: please report it, and "
@@ -159,22 +177,30 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     results: list[ExportedFile] = []
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-export-") as tmpdir:
         onnx_fp32: Path | None = None
+        file_calibration = calibration
+        if pixel_input and calibration is not None:  # the files calibrate on the pixels they will take
+            file_calibration = Calibration(denormalize_np(calibration.images, spec.mean, spec.std),
+                                           calibration.source)
         for fmt in chosen:
             path = paths[fmt.name]
-            meta = make_metadata(info, spec, size, fmt, head)
+            meta = make_metadata(info, spec, size, fmt, head, pixel_input=pixel_input)
             progress(f"exporting {fmt.name} -> {path.name}")
             t0 = time.perf_counter()
+            file_graph = graph
+            if pixel_input:  # the full-integer converter quantises a float 0..255 input to uint8 itself
+                file_graph = with_pixel_input(graph, spec.mean, spec.std,
+                                              dtype="float32" if fmt.name == "tflite_int8" else "uint8")
             if fmt.backend == "tflite":
-                export_tflite(graph, path, metadata=meta, mode=fmt.precision, calibration=calibration,
-                              io_type=options.get("io_type") or "float32")
+                export_tflite(file_graph, path, metadata=meta, mode=fmt.precision, calibration=file_calibration,
+                              io_type=options.get("io_type") or "float32", pixel_input=pixel_input)
             elif fmt.precision == "fp32":
-                onnx_fp32 = export_onnx(graph, path, metadata=meta, opset=options.get("opset") or 17)
+                onnx_fp32 = export_onnx(file_graph, path, metadata=meta, opset=options.get("opset") or 17)
             else:
                 if onnx_fp32 is None:
-                    onnx_fp32 = export_onnx(graph, Path(tmpdir) / "fp32.onnx", metadata=meta,
+                    onnx_fp32 = export_onnx(file_graph, Path(tmpdir) / "fp32.onnx", metadata=meta,
                                             opset=options.get("opset") or 17)
                 per_channel = True if options.get("per_channel") is None else bool(options["per_channel"])
-                export_onnx_int8(onnx_fp32, path, metadata=meta, calibration=calibration, per_channel=per_channel,
+                export_onnx_int8(onnx_fp32, path, metadata=meta, calibration=file_calibration, per_channel=per_channel,
                                  activation_type=options.get("activation_type") or "uint8",
                                  reduce_range=True if options.get("reduce_range") is None else bool(options["reduce_range"]))
             seconds = time.perf_counter() - t0
@@ -184,6 +210,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
             results.append(ExportedFile(fmt.name, path, path.stat().st_size, sha256(path), seconds, ver, ops))
     model_info = {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None, "preset": info.preset if info else "", "config": info.config.to_dict() if info else {},
                   "input_size": list(size), "head": head, "class_names": list(class_names),
+                  "pixel_input": pixel_input, "logits_at": logits_at, "output_size": list(graph.output_shape[1:3]),
                   "mean": list(spec.mean), "std": list(spec.std), "output": spec.output, "notes": list(spec.notes),
                   "params": cost.params, "macs": cost.macs, "macs_by_type": cost.macs_by_type,
                   "keras_miou": ref.miou, "rebuild_max_abs_diff": fold_diff}

@@ -32,12 +32,36 @@ def _quiet():
             os.close(old)
 
 
-def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, io_type: str = "float32") -> bytes:
-    """Convert a Keras model; `mode` is one of fp32, fp16, dynamic, int8."""
+def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, io_type: str = "float32",
+                   pixel_input: bool = False) -> bytes:
+    """Convert a Keras model; `mode` is one of fp32, fp16, dynamic, int8.
+
+    `pixel_input` (int8): `model` takes float 0..255 pixels and normalises them itself; the file's input
+    becomes uint8 with scale 1 and zero point 0, so raw pixels go in as they are."""
     from deeplab_edge.model.layers import native_dilation_ops
 
     with native_dilation_ops():
-        return _convert(model, mode, calibration, io_type)
+        data = _convert(model, mode, calibration, io_type, input_type="uint8" if pixel_input else io_type)
+    return exact_pixel_input(data) if pixel_input and mode == "int8" else data
+
+
+def exact_pixel_input(data: bytes) -> bytes:
+    """Set a full-integer file's uint8 input to scale 1, zero point 0 (pixels as they are).
+
+    The converter derives the input's quantisation from the calibration images' range (e.g. 3..252 gives
+    scale 0.98); the QUANTIZE op after the input requantises from whatever the input says, so exact
+    pixel quantisation costs nothing and the runtime copies the pixels without arithmetic."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    sg = model.subgraphs[0]
+    tensor = sg.tensors[sg.inputs[0]]
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) != 1:
+        raise UserError("The int8 converter left the pixel input unquantised; export without "
+                        "--pixel-input and report this.")
+    q.scale, q.zeroPoint = [1.0], [0]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def keras_converter(model) -> tf.lite.TFLiteConverter:
@@ -56,7 +80,7 @@ def keras_converter(model) -> tf.lite.TFLiteConverter:
     return tf.lite.TFLiteConverter.from_concrete_functions([holder.serve.get_concrete_function(spec)], holder)
 
 
-def _convert(model, mode: str, calibration: Calibration | None, io_type: str) -> bytes:
+def _convert(model, mode: str, calibration: Calibration | None, io_type: str, input_type: str) -> bytes:
     converter = keras_converter(model)
     if mode == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -71,7 +95,7 @@ def _convert(model, mode: str, calibration: Calibration | None, io_type: str) ->
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = calibration.representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = IO_TYPES[io_type]
+        converter.inference_input_type = IO_TYPES[input_type]
         converter.inference_output_type = IO_TYPES[io_type]
     elif mode != "fp32":
         raise ValueError(f"unknown TFLite mode {mode!r}")
@@ -83,8 +107,8 @@ def _convert(model, mode: str, calibration: Calibration | None, io_type: str) ->
 
 
 def export_tflite(model, out: Path, *, metadata: ModelMetadata, mode: str,
-                  calibration: Calibration | None = None, io_type: str = "float32") -> Path:
-    data = convert_tflite(model, mode, calibration=calibration, io_type=io_type)
+                  calibration: Calibration | None = None, io_type: str = "float32", pixel_input: bool = False) -> Path:
+    data = convert_tflite(model, mode, calibration=calibration, io_type=io_type, pixel_input=pixel_input)
     return write_bytes_atomic(out, with_metadata(data, metadata, channels=int(model.output_shape[-1])))
 
 

@@ -69,6 +69,8 @@ class Reference:
 
 
 def keras_reference(model, images: np.ndarray, masks: np.ndarray, spec: ModelSpec, batch_size: int = 8) -> Reference:
+    """`model`'s scores on the normalised `images` (upsampled to the image size if the model outputs them at a
+    stride, as the runtime reads them)."""
     from deeplab_edge.runtime.predictor import resize_bilinear
 
     logits = model.predict(images, batch_size=batch_size, verbose=0).astype(np.float32)
@@ -77,19 +79,19 @@ def keras_reference(model, images: np.ndarray, masks: np.ndarray, spec: ModelSpe
     return Reference(images, logits, masks, spec)
 
 
-def run_file(path: Path, images: np.ndarray, *, num_threads: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
-    """(float NHWC scores or None for a labels output, (N, H, W) labels) of an exported file on normalised
-    images, read the way the runtime reads it (its own metadata)."""
+def run_file(path: Path, pixels: np.ndarray, *, num_threads: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
+    """(float NHWC scores or None for a labels output, (N, H, W) labels) of an exported file on uint8
+    images at its input size, pre-processed and read the way the runtime does it (its own metadata)."""
     from deeplab_edge.runtime.predictor import load_predictor, resize_bilinear
 
     pred = load_predictor(path, num_threads=num_threads)
-    raws = [pred.backend.run(pred.to_model_input(images[i:i + 1])) for i in range(len(images))]
+    raws = [pred.backend.run(pred.prepare(pixels[i:i + 1])[0]) for i in range(len(pixels))]
     labels = np.concatenate([pred.labels_from_raw(r) for r in raws])
     if pred.meta.output == "labels":
         return None, labels
     scores = np.concatenate([pred.from_model_output(r) for r in raws])
-    if scores.shape[1:3] != images.shape[1:3]:
-        scores = resize_bilinear(scores, images.shape[1:3])
+    if scores.shape[1:3] != pixels.shape[1:3]:
+        scores = resize_bilinear(scores, pixels.shape[1:3])
     return scores, labels
 
 
@@ -121,5 +123,8 @@ def verify_outputs(scores: np.ndarray | None, labels: np.ndarray, ref: Reference
 
 def verify_file(path: Path, ref: Reference, precision: str, thresholds: Thresholds | None = None,
                 *, num_threads: int | None = None) -> Verification:
-    scores, labels = run_file(path, ref.images, num_threads=num_threads)
+    from deeplab_edge.model.data import denormalize_np
+
+    pixels = denormalize_np(ref.images, ref.spec.mean, ref.spec.std)
+    scores, labels = run_file(path, pixels, num_threads=num_threads)
     return verify_outputs(scores, labels, ref, precision, thresholds or Thresholds())

@@ -219,3 +219,10 @@ def make_tf_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int, t
         ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+
+
+def denormalize_np(images: np.ndarray, mean, std) -> np.ndarray:
+    """The inverse of `normalize_np`: float32 (pixel - mean) / std -> uint8 RGB pixels (exact for images
+    that were uint8 before normalising)."""
+    pixels = np.rint(images.astype(np.float64) * np.asarray(std, np.float64) + np.asarray(mean, np.float64))
+    return np.clip(pixels, 0, 255).astype(np.uint8)

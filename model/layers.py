@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from deeplab_edge.errors import UserError
+
 from ._keras import keras, tf
 
 _NATIVE_DEPTHWISE = False
@@ -135,3 +137,31 @@ def with_label_head(model: keras.Model) -> keras.Model:
 
 
 CUSTOM_OBJECTS["ArgmaxHead"] = ArgmaxHead
+
+
+def with_pixel_input(model: keras.Model, mean, std, *, dtype: str = "uint8") -> keras.Model:
+    """`model` behind a first op that takes raw 0..255 RGB pixels and normalises them inside the graph:
+    (pixel - mean) / std computed as pixel * (1 / std) - mean / std (a cast, a mul and an add).
+
+    `dtype` "uint8" for files that take the pixels as they are; "float32" (values 0..255) for the
+    full-integer converter, which quantises a float input to uint8 itself.
+    """
+    import numpy as np
+
+    scale = 1.0 / np.asarray(std, np.float64)
+    offset = -np.asarray(mean, np.float64) * scale
+    inp = keras.Input(model.input_shape[1:], dtype=dtype, name="image")
+    x = keras.layers.Rescaling(scale.astype(np.float32).tolist(), offset.astype(np.float32).tolist(),
+                               dtype="float32", name="normalise")(inp)
+    return keras.Model(inp, model(x), name=model.name)
+
+
+def at_decoder_stride(model: keras.Model) -> keras.Model:
+    """A DeepLabV3+ graph of ours cut before its final bilinear upsampling: logits at the decoder's stride
+    (input / 4), for runtimes that compute the label map there and upsample labels."""
+    try:
+        out = model.get_layer("classifier").output
+    except ValueError:
+        raise UserError(f"{model.name} has no 'classifier' layer; logits at the decoder stride are available "
+                        "for DeepLabV3+ models built by deeplab-edge only.") from None
+    return keras.Model(model.input, out, name=model.name)

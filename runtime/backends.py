@@ -7,6 +7,7 @@ returns an object with `.input` / `.output` (`TensorInfo`), `.metadata`, `.name`
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -69,9 +70,21 @@ def run_error(path: Path, engine: str, e: BaseException) -> UserError:
                      "this runtime; export it again with `deeplab-edge export`.")
 
 
-def check_threads(num_threads: int | None) -> int | None:
+def default_threads() -> int:
+    """The thread count both runtimes get when none is asked for: the CPUs this process may run on.
+
+    LiteRT alone would take 1 and onnxruntime every physical core; one rule for both keeps their
+    timings comparable."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(num_threads: int | None) -> int:
+    """A positive thread count; None -> `default_threads()`."""
     if num_threads is None:
-        return None
+        return default_threads()
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
         raise UserError(f"--threads must be a positive integer; received {num_threads!r}.")
     return int(num_threads)
@@ -139,6 +152,7 @@ class LiteRTBackend:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
+        num_threads = check_threads(num_threads)
         buf = self.path.read_bytes()
         self.metadata = read_tflite_metadata(buf, source=str(self.path))
         self.standard = read_standard_metadata(buf, source=str(self.path))
@@ -211,8 +225,8 @@ class OnnxBackend:
         self.path = Path(path)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only; the converter's deprecation notices are not the user's
-        if num_threads:
-            options.intra_op_num_threads = num_threads
+        num_threads = check_threads(num_threads)
+        options.intra_op_num_threads = num_threads
         available = ort.get_available_providers()
         chosen = [p for p in providers if p in available]
         missing = [p for p in providers if p not in available]

@@ -47,6 +47,7 @@ class PredictSummary:
     failed: tuple[Failure, ...]
     timing: TimingSummary
     notes: tuple[str, ...] = field(default_factory=tuple)
+    threads: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -57,7 +58,8 @@ class PredictSummary:
         return "\n".join([f"{len(self.failed)} image(s) failed:", *(f"  {f.reason}" for f in self.failed)])
 
     def to_text(self, *, failures: bool = True) -> str:
-        lines = [f"model: {self.model} on {self.backend} ({', '.join(self.providers)})",
+        threads = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else ""
+        lines = [f"model: {self.model} on {self.backend} ({', '.join(self.providers)}{threads})",
                  *(f"note: {n}" for n in self.notes),
                  f"wrote {len(self.written)} mask(s)"
                  f"{' and overlay(s)' if any(w.overlay for w in self.written) else ''} to {self.out_dir}"]
@@ -75,7 +77,7 @@ def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir:
                   class_names: str | Sequence[str] | None = None, batch_size: int = 1, overlay: bool = True,
                   progress: bool | None = None, predictor: Predictor | None = None, threshold: float | None = None,
                   output: str | None = None, output_kind: str | None = None,
-                  resample: str = "pillow") -> PredictSummary:
+                  resample: str = "pillow", upsample: str = "labels") -> PredictSummary:
     """Segment every image in `inputs` (files or folders) and write mask and overlay PNGs to `out_dir`.
 
     Model and option mistakes raise UserError before any image is read; an unreadable image is recorded
@@ -88,7 +90,7 @@ def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir:
         predictor = load_predictor(model_path, backend=backend, num_threads=num_threads, providers=providers,
                                    input_size=input_size, mean=mean, std=std, class_names=class_names,
                                    batch_size=batch_size, threshold=threshold, output=output,
-                                   output_kind=output_kind, resample=resample)
+                                   output_kind=output_kind, resample=resample, upsample=upsample)
     predictor.timings.clear()  # the summary covers this call
     stems = _output_stems(paths)
     written: list[Written] = []
@@ -115,7 +117,8 @@ def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir:
         bar.close()
     b = predictor.backend
     return PredictSummary(Path(model_path), b.name, tuple(b.providers), out_dir, tuple(written), tuple(failed),
-                          summarize(predictor.timings), (*getattr(b, "notes", ()), *predictor.notes))
+                          summarize(predictor.timings), (*getattr(b, "notes", ()), *predictor.notes),
+                          getattr(b, "num_threads", None))
 
 
 def _prepare_out_dir(out_dir: Path) -> Path:

@@ -31,6 +31,7 @@ from .timing import StageTiming, TimingSummary, summarize
 TIMINGS_KEPT = 10_000  # per-batch timings kept for `timing_summary` (bounded in streaming use)
 METADATA_FLAGS = "--input-size H W --mean R G B --std R G B"
 RESAMPLING = ("pillow", "mediapipe")
+UPSAMPLING = ("labels", "scores")  # how an output at a stride reaches the image size; see Predictor.labels_for
 
 
 class UnknownNormalisation(UserError):
@@ -41,12 +42,16 @@ class Predictor:
     """A model file ready to segment images; keeps per-stage timings of its latest `predict` calls."""
 
     def __init__(self, backend: Backend, meta: ModelMetadata, *, batch_size: int = 8,
-                 notes: Sequence[str] = (), detect_scores: bool = False, resample: str = "pillow") -> None:
+                 notes: Sequence[str] = (), detect_scores: bool = False, resample: str = "pillow",
+                 upsample: str = "labels") -> None:
         if int(batch_size) < 1:
             raise UserError(f"batch_size must be at least 1; received {batch_size}.")
         if resample not in RESAMPLING:
             raise UserError(f"resample must be one of {', '.join(RESAMPLING)}; received {resample!r}.")
+        if upsample not in UPSAMPLING:
+            raise UserError(f"upsample must be one of {', '.join(UPSAMPLING)}; received {upsample!r}.")
         self.resample = resample
+        self.upsample = upsample
         self.backend = backend
         self.meta = meta
         self.batch_size = int(batch_size)
@@ -55,6 +60,19 @@ class Predictor:
         self._detect_scores = detect_scores  # one-channel output of unknown kind: decided on the first output
         self._mean = np.asarray(meta.mean, np.float32)
         self._std = np.asarray(meta.std, np.float32)
+        self._buffer: np.ndarray | None = None  # the uint8 input batch of `prepare`, reused between calls
+
+    @property
+    def takes_pixels(self) -> bool:
+        """True when the file takes uint8 RGB pixels as they are (it normalises them itself, or its input
+        quantisation realises the normalisation exactly): pre-processing is a resize and a copy."""
+        info = self.backend.input
+        if info.dtype != np.uint8:
+            return False
+        if not info.quantized:
+            return bool(np.all(self._mean == 0) and np.all(self._std == 1))
+        return bool(np.all(np.abs(self._mean - info.zero_point) < 1e-6)
+                    and np.all(np.abs(self._std * np.float32(info.scale) - 1) < 1e-6))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -68,10 +86,9 @@ class Predictor:
     def _channel_axis(self) -> int:
         return 1 if self.meta.scores_layout == "NCHW" else -1
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """RGB uint8 images -> (normalised float32 NHWC batch at model size, original (h, w) sizes)."""
+    def _resize_into(self, images: Sequence[np.ndarray], batch: np.ndarray) -> list[tuple[int, int]]:
+        """Resize each RGB uint8 image into `batch[i]` (model size); returns the original (h, w) sizes."""
         h, w = self.input_size
-        batch = np.empty((len(images), h, w, 3), np.float32)
         sizes = []
         for i, img in enumerate(images):
             img = as_rgb_uint8(img, what=f"image {i}")
@@ -82,6 +99,27 @@ class Predictor:
                 batch[i] = sample_like_mediapipe(img, (h, w))
             else:
                 batch[i] = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+        return sizes
+
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """RGB uint8 images -> (the batch the file takes, original (h, w) sizes).
+
+        A file that `takes_pixels` gets the resized pixels in a uint8 buffer reused between calls (valid
+        until the next call); any other file a normalised, laid out and quantised batch."""
+        if not self.takes_pixels:
+            batch, sizes = self.preprocess(images)
+            return self.to_model_input(batch), sizes
+        h, w = self.input_size
+        if self._buffer is None or len(self._buffer) != len(images):
+            self._buffer = np.empty((len(images), h, w, 3), np.uint8)
+        sizes = self._resize_into(images, self._buffer)
+        return (self._buffer.transpose(0, 3, 1, 2) if self.meta.layout == "NCHW" else self._buffer), sizes
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """RGB uint8 images -> (normalised float32 NHWC batch at model size, original (h, w) sizes)."""
+        h, w = self.input_size
+        batch = np.empty((len(images), h, w, 3), np.float32)
+        sizes = self._resize_into(images, batch)
         if np.all(self._mean == self._mean[0]) and np.all(self._std == self._std[0]):
             # One mean/std for all channels (the usual case): scalar ops, 10x faster than broadcasting
             # over a last axis of length 3 (0.56 -> 0.06 ms at 256x256).
@@ -134,9 +172,34 @@ class Predictor:
         return np.stack([resize_nearest(lab, self.input_size) for lab in labels])
 
     def postprocess(self, labels: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        """(N, H, W) labels at model size -> one label map per image, at its original size (nearest)."""
+        """(N, H, W) labels (at model size or the output's own) -> one label map per image, at its original
+        size (nearest, one resize)."""
         dtype = np.uint8 if max(self.meta.num_classes, int(labels.max(initial=0)) + 1) <= 256 else np.int32
         return [resize_nearest(labels[i].astype(dtype, copy=False), size) for i, size in enumerate(sizes)]
+
+    def labels_for(self, raw: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """The file's raw output -> one label map per image at its original size.
+
+        An output at the model's input size: argmax on the raw values, one nearest resize. An output at
+        a stride (e.g. input / 4): with `upsample="labels"` the label map is computed at the output's
+        own resolution and resized once (nearest) to each image; with "scores" the scores are first
+        upsampled bilinearly to the input size (slower, smoother edges)."""
+        if self.resample == "mediapipe" and self.meta.output != "labels":
+            return self._labels_like_mediapipe(raw, sizes)
+        if self.upsample == "labels":
+            return self.postprocess(self._labels_native(raw), sizes)
+        return self.postprocess(self.labels_from_raw(raw), sizes)
+
+    def _labels_native(self, raw: np.ndarray) -> np.ndarray:
+        """(N, h, w) labels at the output's own resolution."""
+        if self.meta.output == "labels":
+            return self.from_model_output(raw)
+        info, axis = self.backend.output, self._channel_axis
+        if raw.shape[axis] == 1:
+            return self._threshold(self.from_model_output(raw)[..., 0])
+        if info.quantized and info.scale > 0:
+            return argmax_channels(raw, axis=axis)
+        return np.argmax(raw, axis=axis)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """RGB uint8 images (any sizes) -> label maps of the same sizes, `batch_size` at a time."""
@@ -146,15 +209,11 @@ class Predictor:
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
             t0 = time.perf_counter_ns()
-            batch, sizes = self.preprocess(chunk)
-            x = self.to_model_input(batch)
+            x, sizes = self.prepare(chunk)
             t1 = time.perf_counter_ns()
             raw = self.backend.run(x)
             t2 = time.perf_counter_ns()
-            if self.resample == "mediapipe" and self.meta.output != "labels":
-                out += self._labels_like_mediapipe(raw, sizes)
-            else:
-                out += self.postprocess(self.labels_from_raw(raw), sizes)
+            out += self.labels_for(raw, sizes)
             t3 = time.perf_counter_ns()
             self.timings.append(StageTiming(len(chunk), t1 - t0, t2 - t1, t3 - t2))
         return out
@@ -322,7 +381,7 @@ def load_predictor(path: str | Path, *, backend: str | None = None, num_threads:
                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                    class_names: str | Sequence[str] | None = None, batch_size: int = 8,
                    threshold: float | None = None, output: str | None = None,
-                   output_kind: str | None = None, resample: str = "pillow") -> Predictor:
+                   output_kind: str | None = None, resample: str = "pillow", upsample: str = "labels") -> Predictor:
     """Open a `.tflite` / `.onnx` file and build its Predictor.
 
     How to pre- and post-process comes from, in order: the keyword arguments, the file's deeplab-edge
@@ -331,13 +390,14 @@ def load_predictor(path: str | Path, *, backend: str | None = None, num_threads:
     `mean` and `std`; one with a dynamic spatial size needs `input_size`.
     `output` picks an output tensor by name (default the first); `output_kind` (logits, probabilities,
     labels) says what it holds when the file does not. `resample` is "pillow" (as in training) or
-    "mediapipe" (as MediaPipe Tasks' ImageSegmenter on a phone; see the module docstring).
+    "mediapipe" (as MediaPipe Tasks' ImageSegmenter on a phone; see the module docstring). `upsample`
+    says how an output at a stride reaches the image size (see `Predictor.labels_for`).
     """
     opened = open_backend(path, backend=backend, num_threads=num_threads, providers=providers, output=output)
     resolved = resolve_metadata(opened, input_size=input_size, mean=mean, std=std, class_names=class_names,
                                 threshold=threshold, output_kind=output_kind)
     return Predictor(opened, resolved.meta, batch_size=batch_size, notes=resolved.notes,
-                     detect_scores=resolved.detect_scores, resample=resample)
+                     detect_scores=resolved.detect_scores, resample=resample, upsample=upsample)
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,34 @@ def test_mediapipe_image_segmenter_runs_our_files(mediapipe_python, exported, in
     # Integer input: MediaPipe refuses it with an error naming the type (float32/uint8 only), not a crash.
     proc = segment(mediapipe_python, int8_io, at_size[:1], tmp_path / "int8io")
     assert proc.returncode == 1 and "INT8" in proc.stderr
+
+
+def test_mediapipe_runs_pixel_input_files_with_logits_at_stride(mediapipe_python, exported, synthetic_folder,
+                                                                 tmp_path):
+    """Files that take uint8 pixels and output logits at stride 4: MediaPipe feeds the pixels as they are
+    and upsamples the scores itself; our runtime in --resample mediapipe mode gives the same masks."""
+    from deeplab_edge.export.calibration import calibration_and_verification
+    from deeplab_edge.export.formats import resolve_formats
+    from deeplab_edge.export.pipeline import export_all
+    from deeplab_edge.model.data import scan_folder
+    from deeplab_edge.runtime import load_predictor
+
+    _, model, info, vx, vy = exported
+    formats = ["tflite_fp32", "tflite_int8"]
+    calib, _, _ = calibration_and_verification(scan_folder(synthetic_folder), (64, 64), resolve_formats(formats),
+                                               32, 16)
+    report = export_all(model, info, tmp_path / "files", name="ps", formats=formats, calibration=calib,
+                        verify_images=vx, verify_masks=vy, progress=lambda m: None, pixel_input=True,
+                        logits_at="stride")
+    photos = []
+    for name, img in rm.photos().items():
+        photos.append(tmp_path / f"{name}.png")
+        Image.fromarray(img).save(photos[-1])
+    for f in report.files:
+        out = tmp_path / f.format
+        proc = segment(mediapipe_python, f.path, photos, out)
+        assert proc.returncode == 0, (f.format, proc.stderr[-2000:])
+        pred = load_predictor(f.path, resample="mediapipe")
+        agree = [mask_agreement(pred, p, out) for p in photos]
+        print(f.format, agree)
+        assert pixel_weighted(agree, photos) >= 0.99, (f.format, agree)

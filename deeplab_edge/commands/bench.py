@@ -14,7 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: the checkpoint named in the manifest, if any)")
     add_data_arg(p, required_hint=" (its validation split is the evaluation set)")
     p.add_argument("--eval-images", type=int, default=100, help="validation images for mIoU (default 100)")
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every row (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads for every row (default: the CPUs "
+                   "this process may use, the same for LiteRT, onnxruntime and Keras)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--min-runs", type=int, default=30)
     p.add_argument("--min-time", type=float, default=3.0, help="minimum seconds of timed runs per row")
@@ -48,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.runtime.predictor import UnknownNormalisation, load_predictor
 
     budget = load_budget(args.budget) if args.budget else None  # refuse a bad budget before any work
+    if args.threads is None:
+        from deeplab_edge.runtime.backends import default_threads
+
+        args.threads = default_threads()
     if args.threads <= 0 or args.eval_images <= 0:
         raise UserError("--threads and --eval-images must be positive.")
     files = [Path(f) for f in args.files]

@@ -43,6 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("graph and verification")
     v.add_argument("--head", choices=("logits", "labels"), default="logits",
                    help="logits: float (N,H,W,C) output; labels: argmax inside the model, (N,H,W) int32")
+    v.add_argument("--pixel-input", dest="pixel_input", action="store_true", default=False,
+                   help="every file takes raw uint8 RGB pixels and normalises them itself (a first op; for "
+                        "tflite_int8 its uint8 input quantisation): the runtime only resizes and copies")
+    v.add_argument("--logits-at", choices=("input", "stride"), default="input",
+                   help="input: logits upsampled to the input size inside the file; stride: logits at the "
+                        "decoder's stride (input/4), the runtime computes labels there and upsamples them")
     v.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="export at another input size")
     v.add_argument("--verify-images", type=int, default=100, help="held-out images to verify on (default 100)")
     v.add_argument("--min-agreement", type=float, default=0.95, help="quantised: min argmax agreement (0-1)")
@@ -98,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
                         thresholds=Thresholds(min_agreement=args.min_agreement, max_miou_drop=args.max_miou_drop),
                         force=args.force, head=args.head, input_size=tuple(args.input_size) if args.input_size else None,
                         num_threads=args.threads, progress=lambda m: print(f"[export] {m}", flush=True),
-                        checkpoint=args.checkpoint, spec=spec)
+                        checkpoint=args.checkpoint, spec=spec, pixel_input=args.pixel_input,
+                        logits_at=args.logits_at)
     print()
     print(report.table())
     print(f"\nKeras mIoU on the same {len(vx)} images: {100 * report.model['keras_miou']:.1f}%; "

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
     parser.add_argument("--backend", choices=("tflite", "onnx"), default=None,
                         help="runtime to use (default: from the file's suffix and content)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: runtime's)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads (default: the CPUs this process may use, for LiteRT and onnxruntime alike)")
     parser.add_argument("--providers", default=None, metavar="LIST",
                         help="onnxruntime providers in order, e.g. cuda,cpu (CUDA only if available)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per inference call")
@@ -26,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resample", choices=("pillow", "mediapipe"), default="pillow",
                         help="how to resize images to the model and masks back: pillow (as in training, the "
                              "default) or mediapipe (as MediaPipe Tasks' ImageSegmenter does on a phone)")
+    parser.add_argument("--upsample", choices=("labels", "scores"), default="labels",
+                        help="for a file whose output is smaller than its input (e.g. --logits-at stride): labels "
+                             "(default) computes the label map at the output's resolution and resizes it once; "
+                             "scores upsamples the scores bilinearly first (slower)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     summary = predict_paths(
         args.model, args.images, args.out, backend=args.backend, num_threads=args.threads,
         providers=args.providers, batch_size=args.batch_size, overlay=not args.no_overlay, resample=args.resample,
+        upsample=args.upsample,
         **model_flags(args),
     )
     print(summary.to_text(failures=False))

@@ -7,7 +7,8 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a .tflite or .onnx file")
-    p.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="interpreter threads (default: the CPUs this process may use, as predict and bench)")
     p.add_argument("--top", type=int, default=15, help="layers to list (default 15)")
     p.add_argument("--json", metavar="FILE", help="also write the profile as JSON")
 
@@ -21,6 +22,10 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.errors import UserError
     from deeplab_edge.fileio import write_text_atomic
 
+    if args.threads is None:
+        from deeplab_edge.runtime.backends import default_threads
+
+        args.threads = default_threads()
     if args.threads <= 0:
         raise UserError(f"--threads must be positive; received {args.threads}.")
     prof = profile_file(args.model, threads=args.threads)
