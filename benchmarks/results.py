@@ -83,15 +83,15 @@ class BenchRow:
     pre_ms: float | None = None
     post_ms: float | None = None
     peak_rss_mb: float | None = None
-    base_rss_mb: float | None = None
-    load_ms: float | None = None
-    first_ms: float | None = None
     miou: float | None = None
     pixel_acc: float | None = None
     agreement: float | None = None
     miou_drop: float | None = None
     note: str = ""
     provider: str = ""
+    base_rss_mb: float | None = None  # new keys go last: the JSON key order is stable
+    load_ms: float | None = None
+    first_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):

@@ -33,24 +33,28 @@ def _quiet():
 
 
 def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, io_type: str = "float32",
-                   pixel_input: bool = False) -> bytes:
+                   pixel_quant: tuple[float, float] | None = None) -> bytes:
     """Convert a Keras model; `mode` is one of fp32, fp16, dynamic, int8.
 
-    `pixel_input` (int8): `model` takes float 0..255 pixels and normalises them itself; the file's input
-    becomes uint8 with scale 1 and zero point 0, so raw pixels go in as they are."""
+    `pixel_quant` (int8): (mean, std) that the file's 8-bit input realises on raw pixels. The input becomes
+    uint8 (int8 under `io_type` int8) with scale 1 / std and zero point round(mean) (minus 128 for int8),
+    so raw pixels go in as they are. (0, 1) for a graph that normalises 0..255 inputs itself."""
     from deeplab_edge.model.layers import native_dilation_ops
 
+    input_type = io_type if pixel_quant is None or io_type in ("int8", "uint8") else "uint8"
     with native_dilation_ops():
-        data = _convert(model, mode, calibration, io_type, input_type="uint8" if pixel_input else io_type)
-    return exact_pixel_input(data) if pixel_input and mode == "int8" else data
+        data = _convert(model, mode, calibration, io_type, input_type=input_type)
+    return set_input_quantization(data, *pixel_quant) if pixel_quant is not None and mode == "int8" else data
 
 
-def exact_pixel_input(data: bytes) -> bytes:
-    """Set a full-integer file's uint8 input to scale 1, zero point 0 (pixels as they are).
+def set_input_quantization(data: bytes, mean: float, std: float) -> bytes:
+    """Make a full-integer file's 8-bit input realise (pixel - round(mean)) / std on raw pixels: scale
+    1 / std, zero point round(mean) for uint8, round(mean) - 128 for int8 (pixel - 128).
 
     The converter derives the input's quantisation from the calibration images' range (e.g. 3..252 gives
-    scale 0.98); the QUANTIZE op after the input requantises from whatever the input says, so exact
-    pixel quantisation costs nothing and the runtime copies the pixels without arithmetic."""
+    scale 0.98); the QUANTIZE op after a uint8 input requantises from whatever the input says, and an
+    int8 input is read with its own parameters, so the exact values cost nothing."""
+    from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
@@ -58,9 +62,10 @@ def exact_pixel_input(data: bytes) -> bytes:
     tensor = sg.tensors[sg.inputs[0]]
     q = tensor.quantization
     if q is None or q.scale is None or len(q.scale) != 1:
-        raise UserError("The int8 converter left the pixel input unquantised; export without "
-                        "--pixel-input and report this.")
-    q.scale, q.zeroPoint = [1.0], [0]
+        raise UserError("The int8 converter left the input unquantised; export with --no-pixel-input and "
+                        "report this.")
+    shift = -128 if tensor.type == schema.TensorType.INT8 else 0
+    q.scale, q.zeroPoint = [1.0 / float(std)], [int(round(float(mean))) + shift]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
@@ -107,8 +112,9 @@ def _convert(model, mode: str, calibration: Calibration | None, io_type: str, in
 
 
 def export_tflite(model, out: Path, *, metadata: ModelMetadata, mode: str,
-                  calibration: Calibration | None = None, io_type: str = "float32", pixel_input: bool = False) -> Path:
-    data = convert_tflite(model, mode, calibration=calibration, io_type=io_type, pixel_input=pixel_input)
+                  calibration: Calibration | None = None, io_type: str = "float32",
+                  pixel_quant: tuple[float, float] | None = None) -> Path:
+    data = convert_tflite(model, mode, calibration=calibration, io_type=io_type, pixel_quant=pixel_quant)
     return write_bytes_atomic(out, with_metadata(data, metadata, channels=int(model.output_shape[-1])))
 
 

@@ -5,6 +5,10 @@ Pre-processing: resize to the model input (bilinear, Pillow, as in training), no
 Post-processing: dequantise, argmax over classes (unless the file outputs labels), resize the label map
 back to the image's own size (nearest neighbour).
 
+`resample="opencv"` resizes with OpenCV's INTER_LINEAR (needs the `opencv` extra): 10-30x faster than
+Pillow on photos larger than the model, without antialiasing (1-3.4 grey levels mean difference on
+the bundled photos at 256x256).
+
 `resample="mediapipe"` instead resamples as MediaPipe Tasks' ImageSegmenter does on a phone (CPU):
 the input is sampled bilinearly at x * in/out without half-pixel offset or antialiasing (8-bit fixed
 point, as OpenCV), and the scores are upsampled to the image with aligned corners before the argmax. Use it to see what the phone app
@@ -13,6 +17,7 @@ will show; the default matches training (Pillow) and is the more accurate one.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -30,7 +35,7 @@ from .timing import StageTiming, TimingSummary, summarize
 
 TIMINGS_KEPT = 10_000  # per-batch timings kept for `timing_summary` (bounded in streaming use)
 METADATA_FLAGS = "--input-size H W --mean R G B --std R G B"
-RESAMPLING = ("pillow", "mediapipe")
+RESAMPLING = ("pillow", "opencv", "mediapipe")
 UPSAMPLING = ("labels", "scores")  # how an output at a stride reaches the image size; see Predictor.labels_for
 
 
@@ -48,6 +53,8 @@ class Predictor:
             raise UserError(f"batch_size must be at least 1; received {batch_size}.")
         if resample not in RESAMPLING:
             raise UserError(f"resample must be one of {', '.join(RESAMPLING)}; received {resample!r}.")
+        if resample == "opencv":
+            _cv2()  # missing OpenCV is an error now, not at the first image
         if upsample not in UPSAMPLING:
             raise UserError(f"upsample must be one of {', '.join(UPSAMPLING)}; received {upsample!r}.")
         self.resample = resample
@@ -97,6 +104,8 @@ class Predictor:
                 batch[i] = img
             elif self.resample == "mediapipe":
                 batch[i] = sample_like_mediapipe(img, (h, w))
+            elif self.resample == "opencv":
+                batch[i] = _cv2().resize(img, (w, h), interpolation=_cv2().INTER_LINEAR)
             else:
                 batch[i] = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
         return sizes
@@ -253,6 +262,18 @@ class Predictor:
         if self.meta.scores_layout == "NCHW":
             y = y.transpose(0, 2, 3, 1)
         return y
+
+
+@functools.cache
+def _cv2():
+    """OpenCV for `resample="opencv"`: an optional dependency (61 MB wheel), single-threaded like Pillow."""
+    try:
+        import cv2
+    except ImportError:
+        raise UserError("--resample opencv needs OpenCV: pip install 'deeplab-edge[opencv]' (or "
+                        "opencv-python-headless), or use the default --resample pillow.") from None
+    cv2.setNumThreads(1)
+    return cv2
 
 
 def argmax_channels(raw: np.ndarray, axis: int = -1) -> np.ndarray:

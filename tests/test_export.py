@@ -47,15 +47,15 @@ def test_int8_files_are_really_integer(exported):
 
     files = {f.format: f.path for f in exported[0].files}
     types = tensor_types(files["tflite_int8"])
-    # Default float32 input/output (what MediaPipe Tasks accepts): one QUANTIZE in, one DEQUANTIZE out,
-    # every tensor in between int8.
-    assert types.get("FLOAT32") == 2 and types.get("INT8", 0) > 50
+    # Default: uint8 pixels in, float32 out (what MediaPipe Tasks accepts): one QUANTIZE (uint8 -> int8) in,
+    # one DEQUANTIZE out, every tensor in between int8.
+    assert types.get("UINT8") == 1 and types.get("FLOAT32") == 1 and types.get("INT8", 0) > 50
     ops = op_histogram(files["tflite_int8"])
-    assert ops.get("QUANTIZE") == 1 and ops.get("DEQUANTIZE") == 1
+    assert ops.get("QUANTIZE") == 1 and ops.get("DEQUANTIZE") == 1 and "MUL" not in ops
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(files["tflite_int8"]))
-    assert it.get_input_details()[0]["dtype"] == np.float32 and it.get_output_details()[0]["dtype"] == np.float32
+    assert it.get_input_details()[0]["dtype"] == np.uint8 and it.get_output_details()[0]["dtype"] == np.float32
     ops = onnx_op_histogram(files["onnx_int8"])
     assert ops.get("QuantizeLinear", 0) > 5 and ops.get("DequantizeLinear", 0) > 10
     assert onnx_initializer_types(files["onnx_int8"]).get("INT8", 0) > 10
@@ -71,7 +71,16 @@ def test_metadata_round_trips(exported):
         meta = load_predictor(f.path).meta
         assert meta.class_names == info.class_names and meta.input_size == (64, 64)
         assert meta.variant == f.format and meta.preset == "tiny" and meta.version
-        assert meta.mean == tuple(info.mean) and meta.config["separable"] is True
+        assert meta.config["separable"] is True
+        # What each file's input takes: ONNX normalised floats (the model's own normalisation); TFLite
+        # float files raw pixels (normalised inside); tflite_int8 pixels through its input quantisation.
+        if f.format.startswith("onnx"):
+            assert (meta.mean, meta.std) == (tuple(info.mean), tuple(info.std)), f.format
+        elif f.format == "tflite_int8":
+            assert (meta.mean, meta.std) == ((float(round(info.mean[0])),) * 3, tuple(info.std))
+        else:
+            assert (meta.mean, meta.std) == ((0.0,) * 3, (1.0,) * 3), f.format
+    assert report.model["mean"] == list(info.mean) and report.model["pixel_input"] is True
 
 
 def test_refuses_overwrite_without_force(exported, trained_tiny):

@@ -15,14 +15,14 @@ from deeplab_edge.runtime.backends import default_threads
 
 @pytest.fixture(scope="module")
 def pixel_stride(exported, synthetic_folder, tmp_path_factory):
-    """The tiny model exported with --pixel-input and --logits-at stride (four formats)."""
+    """The tiny model exported with pixel input and --logits-at stride (the two TFLite formats; ONNX files keep float inputs)."""
     from deeplab_edge.export.calibration import calibration_and_verification
     from deeplab_edge.export.formats import resolve_formats
     from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.model.data import scan_folder
 
     _, model, info, vx, vy = exported
-    formats = ["tflite_fp32", "tflite_int8", "onnx_fp32", "onnx_int8"]
+    formats = ["tflite_fp32", "tflite_int8"]
     calib, _, _ = calibration_and_verification(scan_folder(synthetic_folder), (64, 64), resolve_formats(formats),
                                                32, 16)
     report = export_all(model, info, tmp_path_factory.mktemp("pixel_stride"), name="ps", formats=formats,
@@ -44,12 +44,16 @@ def test_pixel_input_files_take_uint8_and_verify(pixel_stride, exported):
     assert report.model["pixel_input"] and report.model["output_size"] == [16, 16]
     for fmt, path in files.items():
         pred = load_predictor(path)
-        assert pred.backend.input.dtype == np.uint8, fmt
-        assert pred.takes_pixels, fmt  # pre-processing is a resize and a copy
-        assert pred.meta.mean == (0.0, 0.0, 0.0) and pred.meta.std == (1.0, 1.0, 1.0)
         assert pred.backend.output.shape[1:3] == (16, 16), fmt
-    info = load_predictor(files["tflite_int8"]).backend.input
-    assert (info.scale, info.zero_point) == (1.0, 0)  # raw pixels, exactly
+        # TFLite files take uint8 pixels (pre-processing is a resize and a copy); ONNX files keep normalised
+        # float32 inputs (onnxruntime ran the int8 file slower with the normalising first op).
+        tflite = fmt.startswith("tflite")
+        assert pred.takes_pixels == tflite and (pred.backend.input.dtype == np.uint8) == tflite, fmt
+    assert load_predictor(files["tflite_fp32"]).meta.mean == (0.0,) * 3  # normalised inside the file
+    # Full int8 with one mean/std for all channels: the uint8 input's quantisation is the normalisation.
+    int8 = load_predictor(files["tflite_int8"])
+    info = int8.backend.input
+    assert (info.scale, info.zero_point) == (np.float32(1 / 127.5), 128) and int8.meta.mean == (128.0,) * 3
     # The float file with the normalisation inside computes what the normalised file computes.
     plain = load_predictor(next(f.path for f in exported[0].files if f.format == "tflite_fp32"))
     inside = load_predictor(files["tflite_fp32"])
@@ -64,7 +68,7 @@ def test_pixel_input_files_take_uint8_and_verify(pixel_stride, exported):
 def test_labels_at_stride_are_the_low_resolution_argmax_resized_once(pixel_stride):
     _, files = pixel_stride
     img = _photo(2)
-    for fmt in ("tflite_int8", "onnx_fp32"):
+    for fmt in ("tflite_int8", "tflite_fp32"):
         pred = load_predictor(files[fmt])
         raw = pred.backend.run(pred.prepare([img])[0])
         scores = pred.from_model_output(raw)[0]
@@ -100,3 +104,23 @@ def test_bench_memory_does_not_follow_the_eval_set_and_cold_start_is_reported(pi
         assert row["load_ms"] > 0 and row["first_ms"] > 0 and 0 < row["base_rss_mb"] <= row["peak_rss_mb"]
         rss[n] = row["peak_rss_mb"]
     assert abs(rss[16] - rss[4]) <= 0.1 * rss[4], rss
+
+
+def test_opencv_resampling_feeds_cv2_linear_and_is_refused_clearly_without_opencv(pixel_stride, monkeypatch):
+    from deeplab_edge.errors import UserError
+    from deeplab_edge.runtime import predictor as P
+
+    cv2 = pytest.importorskip("cv2")
+    _, files = pixel_stride
+    img = _photo(3, (150, 200))
+    fast = load_predictor(files["tflite_int8"], resample="opencv")
+    x, sizes = fast.prepare([img])
+    np.testing.assert_array_equal(x[0], cv2.resize(img, (64, 64), interpolation=cv2.INTER_LINEAR))
+    assert sizes == [(150, 200)]
+    slow = load_predictor(files["tflite_int8"])
+    assert np.mean(fast.predict([img])[0] == slow.predict([img])[0]) > 0.9  # no antialiasing: close, not equal
+    P._cv2.cache_clear()
+    monkeypatch.setitem(__import__("sys").modules, "cv2", None)
+    with pytest.raises(UserError, match=r"deeplab-edge\[opencv\]"):
+        load_predictor(files["tflite_int8"], resample="opencv")
+    P._cv2.cache_clear()

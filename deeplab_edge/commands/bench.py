@@ -24,6 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench", help="folder for bench.json, bench.md and plots (default bench/)")
     p.add_argument("--budget", metavar="FILE", help="JSON limits; exit 1 naming each broken limit")
     add_model_flags(p)
+    p.add_argument("--resample", choices=("pillow", "opencv", "mediapipe"), default="pillow",
+                   help="how file rows resize images (see predict --resample); the Keras row always uses Pillow")
+    p.add_argument("--upsample", choices=("labels", "scores"), default="labels",
+                   help="how file rows bring an output at a stride to the image (see predict --upsample)")
 
 
 def _file_of(targets, name: str) -> str:
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                           "reference row")
     if keras is not None:
         targets = targets_from(files, Path(keras))
-    flags = model_flags(args)
+    flags = {**model_flags(args), "resample": args.resample, "upsample": args.upsample}
     opened, row_flags, latency_only = {}, {}, {}
     for t in targets:
         if t.backend == "keras":

@@ -43,9 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("graph and verification")
     v.add_argument("--head", choices=("logits", "labels"), default="logits",
                    help="logits: float (N,H,W,C) output; labels: argmax inside the model, (N,H,W) int32")
-    v.add_argument("--pixel-input", dest="pixel_input", action="store_true", default=False,
-                   help="every file takes raw uint8 RGB pixels and normalises them itself (a first op; for "
-                        "tflite_int8 its uint8 input quantisation): the runtime only resizes and copies")
+    v.add_argument("--pixel-input", dest="pixel_input", action="store_true", default=True,
+                   help="(default) every file takes raw uint8 RGB pixels and normalises them itself (a first op; "
+                        "for tflite_int8 its uint8 input quantisation): the runtime only resizes and copies")
+    v.add_argument("--no-pixel-input", dest="pixel_input", action="store_false",
+                   help="files take normalised float32 images, as the Keras model does")
     v.add_argument("--logits-at", choices=("input", "stride"), default="input",
                    help="input: logits upsampled to the input size inside the file; stride: logits at the "
                         "decoder's stride (input/4), the runtime computes labels there and upsamples them")
