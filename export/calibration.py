@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -80,18 +81,54 @@ def calibration_from_dataset(dataset, size: tuple[int, int], count: int, *, seed
     return Calibration(normalize_np(images, mean, std), f"{count} training images of {dataset.root}")
 
 
+def calibration_from_folder(folder, size: tuple[int, int], count: int | None, *, mean, std, seed: int = 0,
+                            progress=print) -> Calibration:
+    """Calibration from a folder of images alone (no masks): `count` of them (None: min(200, available),
+    with a note when fewer), chosen with `seed`, resized as training resizes (Pillow bilinear) and
+    normalised as (pixel - mean) / std."""
+    from PIL import Image
+
+    from deeplab_edge.model.data import normalize_np
+    from deeplab_edge.runtime.images import iter_images, load_image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"--calibration-data {folder} is not a folder; pass a folder of images (no masks needed).")
+    paths = iter_images([folder])
+    if not paths:
+        raise UserError(f"--calibration-data {folder} holds no images (.jpg, .png, ...); add some real images.")
+    if count is not None and count <= 0:
+        raise UserError(f"The calibration count must be positive; received {count}.")
+    wanted = min(DEFAULT_CALIBRATION_COUNT, len(paths)) if count is None else count
+    if wanted > len(paths):
+        raise UserError(f"Asked for {count} calibration images but {folder} holds {len(paths)}; pass "
+                        f"--calibration-count {len(paths)} or fewer, or add images.")
+    if count is None and wanted < DEFAULT_CALIBRATION_COUNT:
+        progress(f"note: {folder} holds {len(paths)} images; calibrating int8 on all of them "
+                 f"(default {DEFAULT_CALIBRATION_COUNT})")
+    idx = sorted(np.random.default_rng(seed).choice(len(paths), size=wanted, replace=False))
+    h, w = size
+    images = np.stack([np.asarray(Image.fromarray(load_image(paths[i])).resize((w, h), Image.BILINEAR))
+                       for i in idx])
+    return Calibration(normalize_np(images, mean, std), f"{wanted} unlabeled images of {folder}")
+
+
 def calibration_and_verification(ds, size, formats, calibration_count: int | None, verify_count: int,
-                                 mean=None, std=None, progress=print):
+                                 mean=None, std=None, progress=print, calibration_data=None):
     """Calibration images (when a format needs them) and held-out verification images, normalised as
     the model expects (mean/std None: the project's own normalisation). `calibration_count` None =
-    min(200, training images), with a note when fewer."""
+    min(200, training images), with a note when fewer. `calibration_data`: a folder of unlabeled images
+    to calibrate on instead of the training images."""
     from deeplab_edge.model.data import load_arrays, normalize_np
     from deeplab_edge.model.presets import DEFAULT_MEAN, DEFAULT_STD
 
     mean, std = (DEFAULT_MEAN, DEFAULT_STD) if mean is None else (mean, std)
 
     calibration = None
-    if any(f.needs_calibration for f in formats):
+    if calibration_data is not None and any(f.needs_calibration for f in formats):
+        calibration = calibration_from_folder(calibration_data, size, calibration_count, mean=mean, std=std,
+                                              progress=progress)
+    elif any(f.needs_calibration for f in formats):
         count = calibration_count
         if count is None:
             count = min(DEFAULT_CALIBRATION_COUNT, len(ds.train))

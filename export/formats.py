@@ -15,14 +15,15 @@ class ExportFormat:
     precision: str  # fp32, fp16, dynamic, int8
     options: frozenset[str]
     description: str
+    default: bool = True  # written when no formats are named
 
     @property
     def quantized(self) -> bool:
-        return self.precision in ("dynamic", "int8")
+        return self.precision in ("dynamic", "int8", "int16x8")
 
     @property
     def needs_calibration(self) -> bool:
-        return self.precision == "int8"
+        return self.precision in ("int8", "int16x8")
 
 
 FORMATS: dict[str, ExportFormat] = {
@@ -35,9 +36,12 @@ FORMATS: dict[str, ExportFormat] = {
                      "TFLite dynamic-range: int8 weights, float activations"),
         ExportFormat("tflite_int8", "_int8.tflite", "tflite", "int8", frozenset({"io_type", "calibration_count"}),
                      "TFLite full-integer: every op int8, calibrated on real images; int8/uint8/float32 I/O"),
+        ExportFormat("tflite_int16x8", "_int16x8.tflite", "tflite", "int16x8", frozenset({"calibration_count"}),
+                     "TFLite 16x8: int16 activations, int8 weights, float32 I/O (closer to float than int8; "
+                     "LiteRT runs it on reference kernels, not XNNPACK)", default=False),
         ExportFormat("onnx_fp32", "_fp32.onnx", "onnx", "fp32", frozenset({"opset"}),
                      "ONNX float32 (tf2onnx), dynamic batch"),
-        ExportFormat("onnx_int8", "_int8.onnx", "onnx", "int8", frozenset({"opset", "calibration_count", "per_channel", "activation_type", "reduce_range"}),
+        ExportFormat("onnx_int8", "_int8.onnx", "onnx", "int8", frozenset({"opset", "calibration_count", "per_channel", "activation_type", "reduce_range", "calibration_method"}),
                      "ONNX int8 QDQ (onnxruntime static quantisation, per-channel int8 weights, uint8 or int8 "
                      "activations)"),
     )
@@ -50,12 +54,18 @@ OPTION_HELP = {
     "per_channel": "onnx_int8 per-channel weight scales",
     "reduce_range": "onnx_int8 7-bit weights",
     "activation_type": "onnx_int8 activation type: uint8 (U8S8, fastest on x86) or int8",
+    "calibration_method": "onnx_int8 calibration: minmax, percentile or entropy (onnxruntime's calibrators; "
+                          "the TFLite converter calibrates min/max only)",
 }
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
 def resolve_formats(names: list[str] | None) -> list[ExportFormat]:
-    """Formats by name ('all' or None = every format), refusing unknown names with close matches."""
-    if not names or names == ["all"]:
+    """Formats by name (None: the default six; 'all': every format), refusing unknown names with close
+    matches."""
+    if not names:
+        return [f for f in FORMATS.values() if f.default]
+    if names == ["all"]:
         return list(FORMATS.values())
     out = []
     for name in names:
@@ -84,5 +94,8 @@ def check_options(formats: list[ExportFormat], options: dict) -> None:
         raise UserError(f"io_type must be int8, uint8 or float32; received {options['io_type']!r}.")
     if options.get("activation_type") not in (None, "uint8", "int8"):
         raise UserError(f"activation_type must be uint8 or int8; received {options['activation_type']!r}.")
+    if options.get("calibration_method") not in (None, *CALIBRATION_METHODS):
+        raise UserError(f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}; received "
+                        f"{options['calibration_method']!r}.")
     if options.get("calibration_count") is not None and options["calibration_count"] <= 0:
         raise UserError(f"calibration_count must be positive; received {options['calibration_count']}.")

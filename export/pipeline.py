@@ -98,8 +98,9 @@ def pixel_plan(fmt: ExportFormat, spec: ModelSpec, pixel_input: bool) -> PixelPl
     """TFLite files take pixels when `pixel_input`: full-int8 through its uint8 input's quantisation when one
     mean/std serves all channels (round(mean): 127.5 -> 128, half a grey level), else a first op
     (cast, mul, add) that the int8 converter quantises too. ONNX files keep normalised float32 inputs:
-    onnxruntime ran the int8 file with the first op 51% slower (14.8 vs 9.8 ms, AVX2 EPYC)."""
-    if not pixel_input or fmt.backend != "tflite":
+    onnxruntime ran the int8 file with the first op 51% slower (14.8 vs 9.8 ms, AVX2 EPYC). 16x8 files keep
+    float32 inputs (their activations are int16; a uint8 input has no 16x8 requantisation)."""
+    if not pixel_input or fmt.backend != "tflite" or fmt.precision == "int16x8":
         return PixelPlan()
     if fmt.precision == "int8" and len(set(spec.mean)) == 1 and len(set(spec.std)) == 1:
         mean, std = float(round(spec.mean[0])), spec.std[0]
@@ -224,6 +225,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                                             opset=options.get("opset") or 17)
                 per_channel = True if options.get("per_channel") is None else bool(options["per_channel"])
                 export_onnx_int8(onnx_fp32, path, metadata=meta, calibration=file_calibration, per_channel=per_channel,
+                                 method=options.get("calibration_method") or "minmax",
                                  activation_type=options.get("activation_type") or "uint8",
                                  reduce_range=True if options.get("reduce_range") is None else bool(options["reduce_range"]))
             seconds = time.perf_counter() - t0

@@ -92,6 +92,14 @@ def _convert(model, mode: str, calibration: Calibration | None, io_type: str, in
         converter.target_spec.supported_types = [tf.float16]
     elif mode == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int16x8":
+        if calibration is None:
+            raise UserError("16x8 export needs calibration images; none were given.")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = calibration.representative_dataset
+        # Only the 16x8 op set: an op without a 16x8 kernel fails the conversion here, naming the op,
+        # instead of falling back to float silently or failing at the first run.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     elif mode == "int8":
         if calibration is None:
             raise UserError("Full-integer int8 export needs calibration images; none were given.")
@@ -108,7 +116,12 @@ def _convert(model, mode: str, calibration: Calibration | None, io_type: str, in
         with _quiet():
             return converter.convert()
     except Exception as e:  # the converter raises many types; name the step and keep the message
-        raise UserError(f"TFLite {mode} conversion failed: {str(e).splitlines()[0][:500]}") from None
+        text = str(e)
+        lines = [ln.strip() for ln in text.splitlines() if "not supported" in ln or "unsupported" in ln.lower()]
+        detail = "; ".join(dict.fromkeys(lines))[:500] or text.splitlines()[0][:500]
+        hint = (" These ops have no 16x8 kernel in TFLite: export tflite_int8 or a float format instead."
+                if mode == "int16x8" else "")
+        raise UserError(f"TFLite {mode} conversion failed: {detail}.{hint}") from None
 
 
 def export_tflite(model, out: Path, *, metadata: ModelMetadata, mode: str,

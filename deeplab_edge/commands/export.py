@@ -14,8 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras), or any tf-keras "
                    "segmentation model saved as .keras/.h5 (N-class scores or one foreground channel)")
     p.add_argument("--out", default="exported", help="output folder (default exported/)")
-    p.add_argument("--formats", nargs="+", default=["all"], metavar="FMT",
-                   help=f"formats to write (default all): {', '.join(FORMATS)}")
+    p.add_argument("--formats", nargs="+", default=None, metavar="FMT",
+                   help=f"formats to write: {', '.join(FORMATS)}; default: all but tflite_int16x8; 'all': every one")
     p.add_argument("--name", help="file name stem (default: the checkpoint's preset, or 'model')")
     add_data_arg(p, required_hint=" or the dataset the checkpoint was trained on")
     m = p.add_argument_group("a model not trained by deeplab-edge (or overrides of a checkpoint's model info); "
@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("format options (refused when no chosen format accepts them)")
     o.add_argument("--calibration-count", type=int,
                    help="int8: real training images to calibrate on (default 200, or all when fewer)")
+    o.add_argument("--calibration-data", metavar="DIR",
+                   help="calibrate int8 on this folder of images (no masks needed) instead of the training images")
+    o.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
+                   help="onnx_int8 calibrator (default minmax; the TFLite converter calibrates min/max only)")
     o.add_argument("--io-type", choices=("int8", "uint8", "float32"), help="tflite_int8 input/output type (default float32, "
                    "quantised inside the file: what MediaPipe Tasks accepts; int8/uint8 for integer-only pipelines)")
     o.add_argument("--opset", type=int, help="ONNX opset (default 17)")
@@ -65,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.export.formats import check_options, resolve_formats
 
     options = {"calibration_count": args.calibration_count, "io_type": args.io_type, "opset": args.opset,
-               "per_channel": args.per_channel, "activation_type": args.activation_type, "reduce_range": args.reduce_range}
+               "per_channel": args.per_channel, "activation_type": args.activation_type, "reduce_range": args.reduce_range,
+               "calibration_method": args.calibration_method}
     chosen = resolve_formats(args.formats)
     check_options(chosen, options)  # before any heavy import or work
 
@@ -100,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.checkpoint} takes inputs of any size {model.input_shape}; pass --input-size H W.")
     calibration, vx, vy = calibration_and_verification(
         ds, size, chosen, args.calibration_count, args.verify_images, spec.mean, spec.std,
-        progress=lambda m: print(f"[export] {m}", flush=True))
+        progress=lambda m: print(f"[export] {m}", flush=True), calibration_data=args.calibration_data)
     report = export_all(model, info, args.out, name=name, formats=[f.name for f in chosen], options=options,
                         calibration=calibration, verify_images=vx, verify_masks=vy,
                         thresholds=Thresholds(min_agreement=args.min_agreement, max_miou_drop=args.max_miou_drop),
