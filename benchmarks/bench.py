@@ -146,6 +146,7 @@ class EvalSet:
     masks: np.ndarray
     num_classes: int
     note: str = ""
+    class_names: tuple[str, ...] = ()
 
 
 def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray, settings: BenchSettings, *,
@@ -208,7 +209,8 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
                                             first_ms=res.get("first_ms"), miou=res.get("miou"),
                                             pixel_acc=res.get("pixel_acc"),
                                             agreement=1.0 if t.name == ref_name else res.get("agreement"),
-                                            note="; ".join(notes), provider=res.get("provider", ""), **common)
+                                            note="; ".join(notes), provider=res.get("provider", ""),
+                                            per_class_iou=res.get("per_class_iou"), **common)
             r = rows_by_name[t.name]
             miou = f"mIoU {100 * r.miou:.1f}%" if r.miou is not None else "latency only"
             progress(f"      p50 {r.latency.p50_ms:.2f} ms, {miou}")
@@ -218,7 +220,8 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
     machine = machine_info()
     size = list(eval_set.images.shape[1:3]) if eval_set is not None else None
     bench_settings = {**settings.to_dict(), "eval_images": int(len(eval_set.images)) if eval_set is not None else 0,
-                      "input_size": size, "reference": ref_name, "eval": eval_set.note if eval_set is not None else
+                      "input_size": size, "reference": ref_name,
+                      "class_names": list(eval_set.class_names) if eval_set is not None else [], "eval": eval_set.note if eval_set is not None else
                       "none (latency only)",
                       "latency": "batch 1, inference only (interpreter invoke / session run), monotonic clock",
                       "pre_post": "one real photo at its own size: resize (+normalise, quantise unless the file "

@@ -100,7 +100,8 @@ def run_demo(args: DemoOptions) -> int:
 
     targets = targets_from([export.manifest], result.best_checkpoint)
     images, masks, photo = load_eval(ds, config.input_size, args.eval_images)
-    eval_set = EvalSet(images, masks, ds.num_classes, f"{len(images)} validation images of {ds.root}")
+    eval_set = EvalSet(images, masks, ds.num_classes, f"{len(images)} validation images of {ds.root}",
+                       tuple(ds.class_names))
     bench = run_bench(targets, eval_set, photo, BenchSettings(threads=args.threads, min_time_s=args.bench_min_time),
                       progress=lambda m: print(f"[bench] {m}", flush=True))
     bench_dir.mkdir(parents=True, exist_ok=True)

@@ -127,6 +127,22 @@ def _notes(report: BenchReport) -> tuple[list[str], list[str]]:
     return not_run, outliers
 
 
+def _per_class_table(report: BenchReport, esc) -> list[str]:
+    """Per-class IoU (%) of every scored row, one column per class."""
+    rows = [r for r in report.rows if r.per_class_iou]
+    if not rows:
+        return []
+    n = max(len(r.per_class_iou) for r in rows)
+    names = list(report.settings.get("class_names") or [])
+    names = names if len(names) == n else [f"class {i}" for i in range(n)]
+    lines = ["", "Per-class IoU %:", "", "| row | " + " | ".join(esc(c) for c in names) + " |",
+             "|---|" + "---:|" * n]
+    for r in rows:
+        cells = ["–" if v is None else f"{100 * v:.1f}" for v in r.per_class_iou]
+        lines.append(f"| {esc(r.name)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def to_markdown(report: BenchReport) -> str:
     """The report as Markdown: a header line (CPU, ISA, threads, versions, date), the table, a legend,
     and every skipped or failed row with its reason."""
@@ -143,6 +159,7 @@ def to_markdown(report: BenchReport) -> str:
     if not report.rows:
         lines += ["", "_No rows were benchmarked._"]
     lines += ["", LEGEND]
+    lines += _per_class_table(report, esc)
     not_run, outliers = _notes(report)
     if not_run:
         lines += ["", "Skipped, failed or latency only:", ""] + [f"- {esc(s)}" for s in not_run]

@@ -62,6 +62,8 @@ class BenchRow:
             runtime library imported): peak_rss_mb - base_rss_mb is what the model itself costs.
         load_ms, first_ms: cold start, as LiteRT's benchmark_model reports it: reading the file and
             building the interpreter/session (load), then the first inference (first).
+        per_class_iou: IoU of each class on the evaluation images (0..1; None: absent from labels and
+            predictions), in the order of the report's settings["class_names"].
         miou, pixel_acc: on the evaluation images, fractions 0..1.
         agreement: fraction 0..1 of pixels whose argmax equals the float reference model's.
         miou_drop: reference mIoU minus this row's, in percentage points (0.8 = 0.8 points worse).
@@ -92,6 +94,7 @@ class BenchRow:
     base_rss_mb: float | None = None  # new keys go last: the JSON key order is stable
     load_ms: float | None = None
     first_ms: float | None = None
+    per_class_iou: list[float | None] | None = None  # IoU of each class (0..1), None where absent from both
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):

@@ -142,6 +142,7 @@ def _evaluate(spec: dict) -> dict:
     m = segmentation_metrics(data["masks"], labels, int(spec["num_classes"]))
     ref = np.load(spec["ref_labels"]) if spec.get("ref_labels") else None
     return {"miou": m.miou, "pixel_acc": m.pixel_accuracy, "agreement": agreement(labels, ref) if ref is not None else None,
+            "per_class_iou": list(m.per_class_iou),
             "labels_npy": _save_labels(labels, spec), "notes": notes}
 
 

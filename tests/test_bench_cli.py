@@ -26,6 +26,10 @@ def test_bench_two_files_writes_json_markdown_and_plots(exported, synthetic_fold
     assert data["machine"]["cpu_model"] and "isa" in data["machine"]
     md = (out / "bench.md").read_text()
     assert "tflite_int8" in md and "p50" in md
+    # Per-class IoU in every scored row, and a per-class table named by the dataset's classes.
+    for r in data["rows"]:
+        assert len(r["per_class_iou"]) == 4 and all(v is None or 0 <= v <= 1 for v in r["per_class_iou"])
+    assert data["settings"]["class_names"] and "Per-class IoU" in md and data["settings"]["class_names"][1] in md
     assert (out / "latency_vs_miou.png").stat().st_size > 1000 and (out / "latency.png").stat().st_size > 1000
 
 

@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
                 latency_only[name] = (f"it outputs {classes} classes, the built-in demo set has {ds.num_classes}; "
                                       "pass --data with its dataset")
         images, masks, photo = load_eval(ds, first.input_size, args.eval_images)
-        eval_set = EvalSet(images, masks, ds.num_classes, f"{len(images)} validation images of {ds.root}")
+        eval_set = EvalSet(images, masks, ds.num_classes, f"{len(images)} validation images of {ds.root}",
+                       tuple(ds.class_names))
     elif not ours:
         print("note: no --data and no file with deeplab-edge metadata: latency only (a synthetic 480x640 image "
               "for pre/post timing); pass --data DIR for mIoU")
