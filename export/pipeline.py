@@ -143,9 +143,9 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     """Export `model` (from `load_checkpoint`) to each format, verify each file, and write manifest.json.
 
     `spec` (classes, normalisation, output kind) defaults to what the checkpoint's model info says.
-    `verify_images` are normalised as the spec says. `pixel_input` (default): every file takes raw uint8 RGB
-    pixels and normalises them itself (a first op; for tflite_int8 the uint8 input's quantisation); False:
-    the files take normalised float32 as the Keras model does. `logits_at`
+    `verify_images` are normalised as the spec says. `pixel_input` (default): TFLite files take raw uint8 RGB
+    pixels and normalise them themselves (see `pixel_plan`; ONNX and 16x8 files keep normalised float32
+    inputs); False: every file takes normalised float32 as the Keras model does. `logits_at`
     "stride": the files output logits at the decoder's stride (input / 4) and leave the upsampling to
     the runtime; "input" (default): logits upsampled bilinearly to the input size inside the file."""
     from deeplab_edge.model.flops import model_cost
