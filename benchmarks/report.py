@@ -6,6 +6,7 @@ could not be measured is never silently dropped.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -192,3 +193,13 @@ def to_terminal(report: BenchReport) -> str:
 def write_markdown(report: BenchReport, path: str | os.PathLike) -> Path:
     """Write `to_markdown(report)` to `path` atomically (temporary file then os.replace)."""
     return write_text_atomic(path, to_markdown(report))
+
+
+def write_record(stem: str | os.PathLike, doc: dict, lines: list[str]) -> None:
+    """A benchmark script's record: `doc` as STEM.json, `lines` as STEM.md (folders made, atomic writes),
+    and the Markdown on stdout."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(stem.with_suffix(".json"), json.dumps(doc, indent=2) + "\n")
+    write_text_atomic(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -12,16 +12,15 @@ Writes resize.json and resize.md beside the machine summary.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from deeplab_edge.fileio import write_text_atomic
 from deeplab_edge.runtime.timing import latency_stats
 
+from .report import write_record
 from .sysinfo import machine_info, machine_summary
 from .timing import time_callable
 
@@ -71,11 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"photo": name, "photo_size": list(im.shape[:2]), "stage": kind, "method": method,
                              "p50_ms": stats.p50_ms, "mean_abs_diff_vs_pillow": diff})
     machine = machine_info()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     doc = {"machine": machine, "model_size": list(size), "opencv": cv_version, "pillow": Image.__version__,
            "rows": rows}
-    write_text_atomic(out / "resize.json", json.dumps(doc, indent=2) + "\n")
     lines = [f"**{machine_summary(machine, threads=1)}**", "",
              f"Pillow {Image.__version__}, OpenCV {cv_version or 'not installed'}; model size {size[0]}x{size[1]}; "
              "p50 over >= 50 calls, one thread.", "",
@@ -84,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         diff = "–" if r["mean_abs_diff_vs_pillow"] is None else f"{r['mean_abs_diff_vs_pillow']:.2f}"
         lines.append(f"| {r['photo']} | {r['photo_size'][0]}x{r['photo_size'][1]} | {r['stage']} | {r['method']} | "
                      f"{r['p50_ms']:.3f} | {diff} |")
-    write_text_atomic(out / "resize.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_record(Path(args.out) / "resize", doc, lines)
     return 0
 
 

@@ -13,19 +13,18 @@ Writes stride.json and stride.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from deeplab_edge.fileio import write_text_atomic
 from deeplab_edge.metrics import segmentation_metrics
 from deeplab_edge.runtime import load_predictor
-from deeplab_edge.runtime.timing import latency_stats, stage_stats
+from deeplab_edge.runtime.timing import latency_stats
 
+from .report import write_record
 from .sysinfo import machine_info, machine_summary
-from .timing import time_callable, time_pipeline
+from .timing import time_callable, time_predictor_stages
 
 
 def _measure(pred, images, masks, num_classes: int, photo: np.ndarray) -> dict:
@@ -36,8 +35,7 @@ def _measure(pred, images, masks, num_classes: int, photo: np.ndarray) -> dict:
     infer = latency_stats(time_callable(lambda: pred.backend.run(x), warmup=5, min_runs=50, min_time_s=1.0))
     out = {"miou": miou, "infer_p50_ms": infer.p50_ms, "labels": labels}
     for name, img in (("eval", images[0]), ("photo", photo)):
-        st = stage_stats(time_pipeline(lambda im=img: pred.prepare([im]), lambda a: (pred.backend.run(a[0]), a[1]),
-                                       lambda y: pred.labels_for(*y), warmup=3, min_runs=30, min_time_s=0.5))
+        st = time_predictor_stages(pred, img, warmup=3, min_runs=30, min_time_s=0.5)
         out[f"{name}_pre_ms"], out[f"{name}_post_ms"] = st.pre_ms, st.post_ms
     return out
 
@@ -71,9 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     threads = full.backend.num_threads
     doc = {"machine": machine, "threads": threads, "full": args.full, "stride": args.stride,
            "eval_images": len(images), "photo_size": list(photo.shape[:2]), "rows": rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "stride.json", json.dumps(doc, indent=2) + "\n")
     lines = [f"**{machine_summary(machine, threads=threads)}**", "",
              f"{Path(args.full).name} vs {Path(args.stride).name}; mIoU on {len(images)} validation images at "
              f"{images.shape[1]}x{images.shape[2]}; pre/post p50 on one validation image and on a "
@@ -85,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {100 * r['miou']:.2f} | {100 * r['agreement_with_in_file']:.2f} | "
                      f"{r['infer_p50_ms']:.3f} | {r['eval_pre_ms']:.3f} / {r['photo_pre_ms']:.3f} | "
                      f"{r['eval_post_ms']:.3f} / {r['photo_post_ms']:.3f} | {e2e:.3f} |")
-    write_text_atomic(out / "stride.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_record(Path(args.out) / "stride", doc, lines)
     return 0
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "rss_mb",
     "time_callable",
     "time_pipeline",
+    "time_predictor_stages",
 ]
 
 T = TypeVar("T")
@@ -124,6 +125,17 @@ def time_pipeline(
 
 
 # ---------------------------------------------------------------------------------------- memory
+
+
+def time_predictor_stages(pred, image, *, warmup: int = 2, min_runs: int = 10, min_time_s: float = 1.0):
+    """Per-stage latency (`runtime.timing.StageStats`) of `Predictor.predict`'s three stages on one RGB
+    image at its own size: pre (resize, plus normalise and quantise unless the file takes pixels),
+    inference, post (labels from the raw output, one resize back to the image)."""
+    from deeplab_edge.runtime.timing import stage_stats
+
+    return stage_stats(time_pipeline(lambda: pred.prepare([image]), lambda x: (pred.backend.run(x[0]), x[1]),
+                                     lambda y: pred.labels_for(*y), warmup=warmup, min_runs=min_runs,
+                                     min_time_s=min_time_s))
 
 
 def _psutil_process():

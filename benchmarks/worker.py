@@ -69,8 +69,8 @@ def run(spec: dict) -> dict:
 def _latency(spec: dict) -> dict:
     """Cold start (load, first inference), inference latency on a model-size input, pre/post-processing
     of one real photo at its own size, and the peak RSS of a process that holds nothing else."""
-    from deeplab_edge.benchmarks.timing import peak_rss_mb, rss_mb, time_callable, time_pipeline
-    from deeplab_edge.runtime.timing import latency_stats, stage_stats
+    from deeplab_edge.benchmarks.timing import peak_rss_mb, rss_mb, time_callable, time_predictor_stages
+    from deeplab_edge.runtime.timing import latency_stats
 
     photo = np.load(spec["photo_npy"])
     loop = dict(warmup=spec["warmup"], min_runs=spec["min_runs"], min_time_s=spec["min_time_s"])
@@ -100,12 +100,8 @@ def _latency(spec: dict) -> dict:
         pred.backend.run(model_in)
         t2 = time.perf_counter_ns()
         lat = latency_stats(time_callable(lambda: pred.backend.run(model_in), **loop))
-        # Pre/post-processing of a real photo at its own size, timed apart from inference: the stages of
-        # Predictor.predict (pre: resize, normalise/quantise unless the file takes pixels; post: labels
-        # from the raw output, one resize back to the photo's size).
-        stages = stage_stats(time_pipeline(lambda: pred.prepare([photo]), lambda x: (pred.backend.run(x[0]), x[1]),
-                                           lambda y: pred.labels_for(*y), warmup=2, min_runs=10,
-                                           min_time_s=min(1.0, spec["min_time_s"])))
+        # Pre/post-processing of a real photo at its own size, timed apart from inference.
+        stages = time_predictor_stages(pred, photo, min_time_s=min(1.0, spec["min_time_s"]))
         pre_ms, post_ms = stages.pre_ms, stages.post_ms
         notes = list(pred.notes)
         provider = ", ".join(pred.backend.providers)  # what the session actually runs on, not what was asked
@@ -124,6 +120,7 @@ def _evaluate(spec: dict) -> dict:
     """Labels for every evaluation image (batch by batch; no scores kept), scored against the masks and
     the reference row's labels."""
     from deeplab_edge.metrics import agreement, segmentation_metrics
+    from deeplab_edge.runtime.predictor import resize_nearest
 
     data = np.load(spec["eval_npz"])
     images = data["images"]
@@ -133,7 +130,7 @@ def _evaluate(spec: dict) -> dict:
         for i in range(0, len(images), 8):
             lab = to_labels(infer(_keras_input(images[i:i + 8], size, mean, std)))
             if lab.shape[1:] != images.shape[1:3]:
-                lab = np.stack([np.asarray(Image.fromarray(x).resize(images.shape[2:0:-1], Image.NEAREST)) for x in lab])
+                lab = np.stack([resize_nearest(x, images.shape[1:3]) for x in lab])
             parts.append(lab)
         labels, notes = np.concatenate(parts), []
     else:

@@ -199,6 +199,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                             "export meanwhile with the checkpoint as it is.")
     cost = model_cost(logits_graph)
     results: list[ExportedFile] = []
+    pixel_calibration: Calibration | None = None  # the calibration images as pixels, made once if needed
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-export-") as tmpdir:
         onnx_fp32: Path | None = None
         for fmt in chosen:
@@ -211,9 +212,11 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
             if how.first_op:  # the full-integer converter quantises a float 0..255 input to uint8 itself
                 file_graph = with_pixel_input(graph, spec.mean, spec.std,
                                               dtype="float32" if fmt.precision == "int8" else "uint8")
-                if calibration is not None:  # calibrate on the pixels the file will take
-                    file_calibration = Calibration(denormalize_np(calibration.images, spec.mean, spec.std),
-                                                   calibration.source)
+                if calibration is not None and fmt.needs_calibration:  # on the pixels the file will take
+                    if pixel_calibration is None:
+                        pixel_calibration = Calibration(denormalize_np(calibration.images, spec.mean, spec.std),
+                                                        calibration.source)
+                    file_calibration = pixel_calibration
             if fmt.backend == "tflite":
                 export_tflite(file_graph, path, metadata=meta, mode=fmt.precision, calibration=file_calibration,
                               io_type=options.get("io_type") or "float32", pixel_quant=how.input_quantization)

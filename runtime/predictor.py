@@ -105,7 +105,8 @@ class Predictor:
             elif self.resample == "mediapipe":
                 batch[i] = sample_like_mediapipe(img, (h, w))
             elif self.resample == "opencv":
-                batch[i] = _cv2().resize(img, (w, h), interpolation=_cv2().INTER_LINEAR)
+                cv2 = _cv2()
+                batch[i] = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
             else:
                 batch[i] = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
         return sizes
@@ -153,17 +154,11 @@ class Predictor:
         """
         if self.meta.output == "labels":
             return self._labels_to_input_size(self.from_model_output(raw))
-        info, axis = self.backend.output, self._channel_axis
-        channels = raw.shape[axis]
-        hw = raw.shape[2:4] if axis == 1 else raw.shape[1:3]
-        if channels == 1 or tuple(hw) != tuple(self.input_size):
-            scores = self.from_model_output(raw)  # float32 NHWC
-            if tuple(hw) != tuple(self.input_size):
-                scores = resize_bilinear(scores, self.input_size)
-            return self._threshold(scores[..., 0]) if channels == 1 else scores.argmax(-1)
-        if info.quantized and info.scale > 0:
-            return argmax_channels(raw, axis=axis)
-        return np.argmax(raw, axis=axis)
+        hw = raw.shape[2:4] if self._channel_axis == 1 else raw.shape[1:3]
+        if tuple(hw) == tuple(self.input_size):
+            return self._labels_native(raw)
+        scores = resize_bilinear(self.from_model_output(raw), self.input_size)  # float32 NHWC
+        return self._threshold(scores[..., 0]) if scores.shape[-1] == 1 else scores.argmax(-1)
 
     def _threshold(self, scores: np.ndarray) -> np.ndarray:
         if self._detect_scores:
@@ -200,7 +195,8 @@ class Predictor:
         return self.postprocess(self.labels_from_raw(raw), sizes)
 
     def _labels_native(self, raw: np.ndarray) -> np.ndarray:
-        """(N, h, w) labels at the output's own resolution."""
+        """(N, h, w) labels at the output's own resolution: argmax (on the raw integers of a quantised
+        output: with a positive scale the dequantisation is monotonic), or one channel thresholded."""
         if self.meta.output == "labels":
             return self.from_model_output(raw)
         info, axis = self.backend.output, self._channel_axis
