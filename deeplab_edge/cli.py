@@ -27,6 +27,7 @@ COMMANDS = {
     "predict": "run an exported file on images: mask PNGs and overlays (no TensorFlow needed)",
     "bench": "latency and accuracy of exported files side by side, with an optional CI budget",
     "profile": "time per op type and per layer of a .tflite or .onnx file",
+    "quant-report": "per-layer quantisation error of the int8 files of a checkpoint (JSON, Markdown, plot)",
 }
 
 
@@ -51,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     # Only the chosen command's module is imported (and so only it may import TensorFlow).
     chosen = next((a for a in argv if not a.startswith("-")), None)
     if chosen in COMMANDS:  # before the command's module may import TensorFlow
-        quiet_runtimes(onnxruntime=chosen in ("demo", "export", "predict", "bench", "profile"),
+        quiet_runtimes(onnxruntime=chosen in ("demo", "export", "predict", "bench", "profile", "quant-report"),
                        verbose="--verbose" in argv)
     modules = {}
     if chosen in COMMANDS:
-        modules[chosen] = importlib.import_module(f"deeplab_edge.commands.{chosen}")
+        modules[chosen] = importlib.import_module(f"deeplab_edge.commands.{chosen.replace('-', '_')}")
         modules[chosen].add_arguments(subparsers[chosen])
     args = parser.parse_args(argv)
     if args.command is None:

@@ -26,6 +26,8 @@ class ExportFormat:
         return self.precision in ("int8", "int16x8")
 
 
+FALLBACK = ("keep_float", "auto_keep_float", "max_keep_float")  # int8 files: layers kept in float
+
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
@@ -34,14 +36,14 @@ FORMATS: dict[str, ExportFormat] = {
                      "TFLite with float16 weights (dequantised to float32 on CPU, native on GPU delegates)"),
         ExportFormat("tflite_dynamic", "_dynamic.tflite", "tflite", "dynamic", frozenset(),
                      "TFLite dynamic-range: int8 weights, float activations"),
-        ExportFormat("tflite_int8", "_int8.tflite", "tflite", "int8", frozenset({"io_type", "calibration_count"}),
+        ExportFormat("tflite_int8", "_int8.tflite", "tflite", "int8", frozenset({"io_type", "calibration_count", *FALLBACK}),
                      "TFLite full-integer: every op int8, calibrated on real images; int8/uint8/float32 I/O"),
         ExportFormat("tflite_int16x8", "_int16x8.tflite", "tflite", "int16x8", frozenset({"calibration_count"}),
                      "TFLite 16x8: int16 activations, int8 weights, float32 I/O (closer to float than int8; "
                      "LiteRT runs it on reference kernels, not XNNPACK)", default=False),
         ExportFormat("onnx_fp32", "_fp32.onnx", "onnx", "fp32", frozenset({"opset"}),
                      "ONNX float32 (tf2onnx), dynamic batch"),
-        ExportFormat("onnx_int8", "_int8.onnx", "onnx", "int8", frozenset({"opset", "calibration_count", "per_channel", "activation_type", "reduce_range", "calibration_method"}),
+        ExportFormat("onnx_int8", "_int8.onnx", "onnx", "int8", frozenset({"opset", "calibration_count", "per_channel", "activation_type", "reduce_range", "calibration_method", *FALLBACK}),
                      "ONNX int8 QDQ (onnxruntime static quantisation, per-channel int8 weights, uint8 or int8 "
                      "activations)"),
     )
@@ -56,6 +58,9 @@ OPTION_HELP = {
     "activation_type": "onnx_int8 activation type: uint8 (U8S8, fastest on x86) or int8",
     "calibration_method": "onnx_int8 calibration: minmax, percentile or entropy (onnxruntime's calibrators; "
                           "the TFLite converter calibrates min/max only)",
+    "keep_float": "int8 files: layers (name substring or glob) or op types kept in float",
+    "auto_keep_float": "int8 files: keep the most harmful layers in float until within --max-miou-drop of float",
+    "max_keep_float": "int8 files: the most layers --auto-keep-float may keep in float",
 }
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
@@ -97,5 +102,7 @@ def check_options(formats: list[ExportFormat], options: dict) -> None:
     if options.get("calibration_method") not in (None, *CALIBRATION_METHODS):
         raise UserError(f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}; received "
                         f"{options['calibration_method']!r}.")
+    if options.get("max_keep_float") is not None and options["max_keep_float"] <= 0:
+        raise UserError(f"max_keep_float must be positive; received {options['max_keep_float']}.")
     if options.get("calibration_count") is not None and options["calibration_count"] <= 0:
         raise UserError(f"calibration_count must be positive; received {options['calibration_count']}.")

@@ -57,9 +57,31 @@ def export_onnx(model, out: Path, *, metadata: ModelMetadata, opset: int = DEFAU
 ACTIVATION_TYPES = ("uint8", "int8")
 
 
+def preprocess_for_quantization(fp32_path: Path, out: Path) -> Path:
+    """onnxruntime's pre-processing step (shape inference, graph optimisation): the graph whose node names
+    `nodes_to_exclude` and the per-layer report use."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        # Symbolic shape inference fails on tf2onnx graphs ("Incomplete symbolic shape inference");
+        # ONNX shape inference and the graph optimisation still run.
+        with _quiet_quantizer():
+            quant_pre_process(str(fp32_path), str(out), skip_symbolic_shape=True)
+    except Exception as e:
+        raise UserError(f"ONNX int8 pre-processing failed: {str(e).splitlines()[0][:500]}") from None
+    return Path(out)
+
+
+def onnx_layers(path: Path) -> list[tuple[str, str]]:
+    """(node name, op type) of each node: the names `nodes_to_exclude` takes."""
+    import onnx
+
+    return [(n.name, n.op_type) for n in onnx.load(str(path), load_external_data=False).graph.node if n.name]
+
+
 def export_onnx_int8(fp32_path: Path, out: Path, *, metadata: ModelMetadata, calibration: Calibration,
                      per_channel: bool = True, activation_type: str = "uint8", reduce_range: bool = True,
-                     method: str = "minmax") -> Path:
+                     method: str = "minmax", nodes_to_exclude: tuple[str, ...] = ()) -> Path:
     """Static QDQ quantisation (int8 per-channel weights) after onnxruntime's pre-processing step.
 
     `method`: onnxruntime's calibrator, minmax (default), percentile (99.999th by default) or entropy.
@@ -75,17 +97,13 @@ def export_onnx_int8(fp32_path: Path, out: Path, *, metadata: ModelMetadata, cal
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-q-") as tmpdir:
-        pre = Path(tmpdir) / "pre.onnx"
+        pre = preprocess_for_quantization(fp32_path, Path(tmpdir) / "pre.onnx")
         q = Path(tmpdir) / "q.onnx"
         try:
-            # Symbolic shape inference fails on tf2onnx graphs ("Incomplete symbolic shape inference");
-            # ONNX shape inference and the graph optimisation still run.
             with _quiet_quantizer():
-                quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
                 quantize_static(
                     str(pre), str(q), calibration.ort_reader(input_name),
                     quant_format=QuantFormat.QDQ, per_channel=per_channel,
@@ -93,6 +111,7 @@ def export_onnx_int8(fp32_path: Path, out: Path, *, metadata: ModelMetadata, cal
                     weight_type=QuantType.QInt8, reduce_range=reduce_range,
                     calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                                       "entropy": CalibrationMethod.Entropy}[method],
+                    nodes_to_exclude=list(nodes_to_exclude) or None,
                 )
         except Exception as e:
             raise UserError(f"ONNX int8 quantisation failed: {str(e).splitlines()[0][:500]}") from None

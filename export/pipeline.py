@@ -19,6 +19,7 @@ from deeplab_edge.runtime.metadata import ModelMetadata
 
 from .calibration import Calibration
 from .formats import FORMATS, ExportFormat, check_options, resolve_formats
+from .keep_float import DEFAULT_MAX_KEEP_FLOAT, Fallback, match_layers, p50_ms, search
 from .spec import ModelSpec, model_spec
 from .verify import Thresholds, Verification, keras_reference, verify_file
 
@@ -32,12 +33,16 @@ class ExportedFile:
     seconds: float
     verification: Verification
     ops: dict
+    fallback: Fallback | None = None  # layers kept in float (--keep-float, --auto-keep-float)
 
     def to_dict(self) -> dict:
         fmt = FORMATS[self.format]
-        return {"file": self.path.name, "format": self.format, "backend": fmt.backend, "precision": fmt.precision,
-                "size_bytes": self.size_bytes, "sha256": self.sha256, "conversion_seconds": round(self.seconds, 3),
-                "verification": self.verification.to_dict(), "ops": self.ops}
+        out = {"file": self.path.name, "format": self.format, "backend": fmt.backend, "precision": fmt.precision,
+               "size_bytes": self.size_bytes, "sha256": self.sha256, "conversion_seconds": round(self.seconds, 3),
+               "verification": self.verification.to_dict(), "ops": self.ops}
+        if self.fallback is not None:
+            out["keep_float"] = self.fallback.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,12 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                         pixel_calibration = Calibration(denormalize_np(calibration.images, spec.mean, spec.std),
                                                         calibration.source)
                     file_calibration = pixel_calibration
-            if fmt.backend == "tflite":
+            fallback = None
+            wants_fallback = fmt.precision == "int8" and (options.get("keep_float") or options.get("auto_keep_float"))
+            if fmt.backend == "tflite" and wants_fallback:
+                fallback = _tflite_fallback(file_graph, file_calibration, path, meta, how, options, ref, thresholds,
+                                            Path(tmpdir), progress, num_threads)
+            elif fmt.backend == "tflite":
                 export_tflite(file_graph, path, metadata=meta, mode=fmt.precision, calibration=file_calibration,
                               io_type=options.get("io_type") or "float32", pixel_quant=how.input_quantization)
             elif fmt.precision == "fp32":
@@ -227,15 +237,25 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                     onnx_fp32 = export_onnx(file_graph, Path(tmpdir) / "fp32.onnx", metadata=meta,
                                             opset=options.get("opset") or 17)
                 per_channel = True if options.get("per_channel") is None else bool(options["per_channel"])
-                export_onnx_int8(onnx_fp32, path, metadata=meta, calibration=file_calibration, per_channel=per_channel,
-                                 method=options.get("calibration_method") or "minmax",
-                                 activation_type=options.get("activation_type") or "uint8",
-                                 reduce_range=True if options.get("reduce_range") is None else bool(options["reduce_range"]))
+
+                def onnx_int8(out: Path, kept: tuple[str, ...] = (), *, fp32=onnx_fp32, meta=meta,
+                              calibration=file_calibration, per_channel=per_channel) -> Path:
+                    return export_onnx_int8(
+                        fp32, out, metadata=meta, calibration=calibration, per_channel=per_channel,
+                        method=options.get("calibration_method") or "minmax", nodes_to_exclude=kept,
+                        activation_type=options.get("activation_type") or "uint8",
+                        reduce_range=True if options.get("reduce_range") is None else bool(options["reduce_range"]))
+
+                if wants_fallback:
+                    fallback = _onnx_fallback(onnx_fp32, onnx_int8, file_calibration, path, options, ref, thresholds,
+                                              Path(tmpdir), progress, num_threads)
+                else:
+                    onnx_int8(path)
             seconds = time.perf_counter() - t0
             progress(f"verifying {fmt.name} on {len(ref.images)} images")
             ver = verify_file(path, ref, fmt.precision, thresholds, num_threads=num_threads)
             ops = op_histogram(path) if fmt.backend == "tflite" else onnx_op_histogram(path)
-            results.append(ExportedFile(fmt.name, path, path.stat().st_size, sha256(path), seconds, ver, ops))
+            results.append(ExportedFile(fmt.name, path, path.stat().st_size, sha256(path), seconds, ver, ops, fallback))
     model_info = {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None, "preset": info.preset if info else "", "config": info.config.to_dict() if info else {},
                   "input_size": list(size), "head": head, "class_names": list(class_names),
                   "pixel_input": pixel_input, "logits_at": logits_at, "output_size": list(graph.output_shape[1:3]),
@@ -252,6 +272,70 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     }
     write_bytes_atomic(manifest_path, json.dumps(manifest, indent=2).encode())
     return ExportReport(out_dir, tuple(results), manifest_path, model_info)
+
+
+REPORT_IMAGES = 16  # calibration images the per-layer error report runs (it ranks layers; more adds little)
+
+
+def _tflite_fallback(graph, calibration: Calibration, path: Path, meta: ModelMetadata, how: PixelPlan, options: dict,
+                     ref, thresholds: Thresholds, tmp: Path, progress, num_threads) -> Fallback:
+    """tflite_int8 with layers kept in float: calibrated once, re-quantised per step (fast)."""
+    from .quant_report import tflite_report
+    from .tflite import calibrate_tflite, quantize_calibrated, tflite_layers, write_tflite
+
+    calibrated = calibrate_tflite(graph, calibration)
+
+    def make(out: Path, kept: tuple[str, ...] = ()) -> Path:
+        data = quantize_calibrated(calibrated, io_type=options.get("io_type") or "float32",
+                                   pixel_quant=how.input_quantization, keep_float=kept)
+        return write_tflite(data, out, metadata=meta, channels=int(graph.output_shape[-1]))
+
+    return _fallback("tflite_int8", tflite_layers(calibrated), make,
+                     lambda: tflite_report(calibrated, calibration.images[:REPORT_IMAGES], "tflite_int8"),
+                     path, options, ref, thresholds, tmp, progress, num_threads, suffix=".tflite")
+
+
+def _onnx_fallback(fp32: Path, make, calibration: Calibration, path: Path, options: dict, ref, thresholds: Thresholds,
+                   tmp: Path, progress, num_threads) -> Fallback:
+    """onnx_int8 with nodes kept in float (onnxruntime's nodes_to_exclude): re-calibrated per step."""
+    from .onnx import onnx_layers, preprocess_for_quantization
+    from .quant_report import onnx_report
+
+    pre = preprocess_for_quantization(fp32, tmp / "pre_fallback.onnx")
+
+    def rank():
+        return onnx_report(pre, make(tmp / "plain_int8.onnx"), calibration.images[:REPORT_IMAGES], "onnx_int8")
+
+    return _fallback("onnx_int8", onnx_layers(pre), make, rank, path, options, ref, thresholds, tmp, progress,
+                     num_threads, suffix=".onnx")
+
+
+def _fallback(where: str, layers, make, rank, path: Path, options: dict, ref, thresholds: Thresholds, tmp: Path,
+              progress, num_threads, *, suffix: str) -> Fallback:
+    """The --keep-float layers, then (with --auto-keep-float) the most harmful ones until the file is within
+    --max-miou-drop of Keras; writes the file to `path` and times it against the all-int8 file."""
+    from dataclasses import replace
+
+    start = match_layers(options.get("keep_float") or (), layers, where)
+    trial = tmp / f"trial{suffix}"
+
+    def evaluate(kept: tuple[str, ...]) -> Verification:
+        return verify_file(make(trial, kept), ref, "int8", thresholds, num_threads=num_threads)
+
+    if options.get("auto_keep_float"):
+        progress(f"{where}: ranking layers by quantisation error (per-layer report)")
+        ranked = [e.name for e in rank().layers]
+        fallback, _ = search(ranked, start, evaluate, thresholds.max_miou_drop,
+                             options.get("max_keep_float") or DEFAULT_MAX_KEEP_FLOAT, progress=progress)
+    else:
+        fallback = Fallback(start, (), None, True)
+    make(path, fallback.kept)
+    plain = make(tmp / f"all_int8{suffix}")
+    fallback = replace(fallback, int8_p50_ms=p50_ms(plain, num_threads=num_threads),
+                       kept_p50_ms=p50_ms(path, num_threads=num_threads))
+    progress(f"{where}: {len(fallback.kept)} layer(s) kept in float; p50 {fallback.kept_p50_ms:.2f} ms vs "
+             f"{fallback.int8_p50_ms:.2f} ms all-int8")
+    return fallback
 
 
 def load_for_export(checkpoint: str | Path, data: str | Path | None, name: str | None):
@@ -276,3 +360,28 @@ def load_for_export(checkpoint: str | Path, data: str | Path | None, name: str |
                         "dataset it was trained on.")
     stem = Path(checkpoint).stem
     return model, info, ds, name or (info.preset if info and info.preset else (stem if info is None else "model"))
+
+
+def quant_report(model, info, fmt_name: str, calibration: Calibration, spec: ModelSpec, *,
+                 images: int = REPORT_IMAGES, options: dict | None = None):
+    """The per-layer error report (`quant_report.QuantReport`) of the int8 file `fmt_name` (tflite_int8 or
+    onnx_int8) that export would write, on `images` of the calibration images (normalised inputs)."""
+    from .onnx import export_onnx, export_onnx_int8, preprocess_for_quantization
+    from .quant_report import onnx_report, tflite_report
+    from .tflite import calibrate_tflite
+
+    options = dict(options or {})
+    if fmt_name not in ("tflite_int8", "onnx_int8"):
+        raise UserError(f"quant-report takes tflite_int8 or onnx_int8; received {fmt_name!r}.")
+    if images <= 0:
+        raise UserError(f"--images must be positive; received {images}.")
+    graph = export_graph(model, info)
+    subset = calibration.images[:images]
+    if fmt_name == "tflite_int8":
+        return tflite_report(calibrate_tflite(graph, calibration), subset, fmt_name)
+    meta = make_metadata(info, spec, graph.input_shape[1:3], FORMATS[fmt_name], "logits")
+    with tempfile.TemporaryDirectory(prefix="deeplab-edge-qreport-") as tmp:
+        fp32 = export_onnx(graph, Path(tmp) / "fp32.onnx", metadata=meta)
+        int8 = export_onnx_int8(fp32, Path(tmp) / "int8.onnx", metadata=meta, calibration=calibration,
+                                method=options.get("calibration_method") or "minmax")
+        return onnx_report(preprocess_for_quantization(fp32, Path(tmp) / "pre.onnx"), int8, subset, fmt_name)

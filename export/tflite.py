@@ -21,15 +21,21 @@ IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
 
 @contextlib.contextmanager
 def _quiet():
-    """The converter prints MLIR chatter to stderr/stdout; keep it off the user's terminal."""
+    """The converter and the quantiser print MLIR chatter on both file descriptors (the quantiser its
+    settings from C++ to fd 1); keep it off the user's terminal."""
+    import sys
+
+    sys.stdout.flush()
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(io.StringIO()):
-        old = os.dup(2)
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(devnull.fileno(), 1)
         os.dup2(devnull.fileno(), 2)
         try:
             yield
         finally:
-            os.dup2(old, 2)
-            os.close(old)
+            for fd, old in zip((1, 2), saved, strict=True):
+                os.dup2(old, fd)
+                os.close(old)
 
 
 def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, io_type: str = "float32",
@@ -45,6 +51,49 @@ def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, 
     with native_dilation_ops():
         data = _convert(model, mode, calibration, io_type, input_type=input_type)
     return set_input_quantization(data, *pixel_quant) if pixel_quant is not None and mode == "int8" else data
+
+
+def calibrate_tflite(model, calibration: Calibration) -> bytes:
+    """The float file with every tensor's calibrated range recorded (the converter's calibrate-only step),
+    to quantise with `quantize_calibrated` as often as wanted without running the images again."""
+    from deeplab_edge.model.layers import native_dilation_ops
+
+    converter = keras_converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration.representative_dataset
+    converter._experimental_calibrate_only = True  # the documented route of tf.lite's QuantizationDebugger
+    with native_dilation_ops():
+        return _run(converter, "int8 calibration")
+
+
+def quantize_calibrated(calibrated: bytes, *, io_type: str = "float32", pixel_quant: tuple[float, float] | None = None,
+                        keep_float: tuple[str, ...] = (), numeric_verify: bool = False) -> bytes:
+    """Full-integer int8 from `calibrate_tflite`'s output, but for the ops whose output tensors are named in
+    `keep_float` (see `tflite_layers`), which stay float32 between a DEQUANTIZE and a QUANTIZE.
+    `numeric_verify`: the debug file of tf.lite's QuantizationDebugger (float and int8 side by side)."""
+    from tensorflow.lite.python import convert
+
+    if io_type not in IO_TYPES:
+        raise UserError(f"io_type must be one of {sorted(IO_TYPES)}; received {io_type!r}.")
+    input_type = "float32" if numeric_verify else (
+        io_type if pixel_quant is None or io_type in ("int8", "uint8") else "uint8")
+    with _quiet():
+        data = convert.mlir_quantize(calibrated, input_data_type=IO_TYPES[input_type],
+                                     output_data_type=IO_TYPES["float32" if numeric_verify else io_type],
+                                     enable_numeric_verify=numeric_verify, denylisted_nodes=list(keep_float) or None)
+    return set_input_quantization(data, *pixel_quant) if pixel_quant is not None and not numeric_verify else data
+
+
+def tflite_layers(data: bytes) -> list[tuple[str, str]]:
+    """(output tensor name, op type) of each op of a TFLite file's main graph, in graph order: the names
+    `quantize_calibrated(keep_float=...)` takes. The converter names a fused op after every layer it
+    fused (e.g. 'model/aspp_proj_relu/Relu;model/aspp_proj_conv/Conv2D')."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    sg = model.subgraphs[0]
+    return [(sg.tensors[op.outputs[0]].name.decode(), flatbuffer_utils.opcode_to_name(model, op.opcodeIndex))
+            for op in sg.operators if len(op.outputs)]
 
 
 def set_input_quantization(data: bytes, mean: float, std: float) -> bytes:
@@ -112,13 +161,17 @@ def _convert(model, mode: str, calibration: Calibration | None, io_type: str, in
         converter.inference_output_type = IO_TYPES[io_type]
     elif mode != "fp32":
         raise ValueError(f"unknown TFLite mode {mode!r}")
+    return _run(converter, mode)
+
+
+def _run(converter, mode: str) -> bytes:
     try:
         with _quiet():
             return converter.convert()
     except Exception as e:  # the converter raises many types; name the step and keep the message
         text = str(e)
         lines = [ln.strip() for ln in text.splitlines() if "not supported" in ln or "unsupported" in ln.lower()]
-        detail = "; ".join(dict.fromkeys(lines))[:500] or text.splitlines()[0][:500]
+        detail = "; ".join(dict.fromkeys(lines))[:500] or (text.splitlines() or [type(e).__name__])[0][:500]
         hint = (" These ops have no 16x8 kernel in TFLite: export tflite_int8 or a float format instead."
                 if mode == "int16x8" else "")
         raise UserError(f"TFLite {mode} conversion failed: {detail}.{hint}") from None
@@ -128,7 +181,11 @@ def export_tflite(model, out: Path, *, metadata: ModelMetadata, mode: str,
                   calibration: Calibration | None = None, io_type: str = "float32",
                   pixel_quant: tuple[float, float] | None = None) -> Path:
     data = convert_tflite(model, mode, calibration=calibration, io_type=io_type, pixel_quant=pixel_quant)
-    return write_bytes_atomic(out, with_metadata(data, metadata, channels=int(model.output_shape[-1])))
+    return write_tflite(data, out, metadata=metadata, channels=int(model.output_shape[-1]))
+
+
+def write_tflite(data: bytes, out: Path, *, metadata: ModelMetadata, channels: int) -> Path:
+    return write_bytes_atomic(out, with_metadata(data, metadata, channels=channels))
 
 
 def with_metadata(data: bytes, meta: ModelMetadata, *, channels: int) -> bytes:

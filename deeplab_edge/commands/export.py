@@ -44,6 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "U8S8 kernels on x86 CPUs without VNNI)")
     o.add_argument("--activation-type", choices=("uint8", "int8"),
                    help="onnx_int8 activations (default uint8: U8S8 runs fastest in onnxruntime on x86)")
+    k = p.add_argument_group("int8 layers kept in float (tflite_int8, onnx_int8)")
+    k.add_argument("--keep-float", nargs="+", metavar="PATTERN", help="keep these in float: an op type "
+                   "(DEPTHWISE_CONV_2D, Conv), a layer name or part of one (aspp_proj), or a glob on tensor/node names")
+    k.add_argument("--auto-keep-float", action="store_true", default=None,
+                   help="keep the layers with the worst quantisation error in float, one at a time, until the file "
+                        "is within --max-miou-drop mIoU points of Keras on the held-out images")
+    k.add_argument("--max-keep-float", type=int, metavar="N",
+                   help="--auto-keep-float keeps at most N layers in float (default 20)")
     v = p.add_argument_group("graph and verification")
     v.add_argument("--head", choices=("logits", "labels"), default="logits",
                    help="logits: float (N,H,W,C) output; labels: argmax inside the model, (N,H,W) int32")
@@ -58,7 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="export at another input size")
     v.add_argument("--verify-images", type=int, default=100, help="held-out images to verify on (default 100)")
     v.add_argument("--min-agreement", type=float, default=0.95, help="quantised: min argmax agreement (0-1)")
-    v.add_argument("--max-miou-drop", type=float, default=2.0, help="quantised: max mIoU drop in points")
+    v.add_argument("--max-miou-drop", type=float, default=2.0, help="quantised: max mIoU drop in points (also "
+                   "the budget of --auto-keep-float)")
     v.add_argument("--threads", type=int, help="interpreter threads for verification")
     v.add_argument("--allow-fail", action="store_true", help="exit 0 even when a file fails verification")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -70,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = {"calibration_count": args.calibration_count, "io_type": args.io_type, "opset": args.opset,
                "per_channel": args.per_channel, "activation_type": args.activation_type, "reduce_range": args.reduce_range,
-               "calibration_method": args.calibration_method}
+               "calibration_method": args.calibration_method, "keep_float": args.keep_float,
+               "auto_keep_float": args.auto_keep_float, "max_keep_float": args.max_keep_float}
     chosen = resolve_formats(args.formats)
     check_options(chosen, options)  # before any heavy import or work
 
@@ -115,6 +125,14 @@ def run(args: argparse.Namespace) -> int:
                         logits_at=args.logits_at)
     print()
     print(report.table())
+    for f in report.files:
+        if f.fallback is not None:
+            fb = f.fallback
+            print(f"{f.format}: {len(fb.kept)} layer(s) kept in float"
+                  + (f" (auto, budget {fb.budget:g} pt: {'met' if fb.met else 'NOT met'})" if fb.budget is not None else "")
+                  + f"; p50 {fb.kept_p50_ms:.2f} ms vs {fb.int8_p50_ms:.2f} ms all-int8")
+            for name in fb.kept:
+                print(f"  {name}")
     print(f"\nKeras mIoU on the same {len(vx)} images: {100 * report.model['keras_miou']:.1f}%; "
           f"manifest: {report.manifest}")
     failed = [f.format for f in report.files if not f.verification.passed]

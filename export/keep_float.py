@@ -1,0 +1,111 @@
+"""Selective float fallback for int8 files: `--keep-float PATTERN...` and the automatic search.
+
+`--auto-keep-float` ranks the quantised layers by their error (`quant_report`, worst SQNR first) and
+keeps them in float one at a time, re-quantising and re-verifying on the held-out images after each,
+until the file's mIoU is within `--max-miou-drop` points of the Keras model's (or `--max-keep-float`
+layers are float, then it fails naming what it reached).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from deeplab_edge.errors import UserError, did_you_mean
+
+from .verify import Verification
+
+DEFAULT_MAX_KEEP_FLOAT = 20
+
+
+def match_layers(patterns: Sequence[str], layers: Sequence[tuple[str, str]], where: str) -> tuple[str, ...]:
+    """The names among `layers` ((name, op type) pairs) that the keep-float `patterns` select: a pattern
+    equal to an op type (any case: DEPTHWISE_CONV_2D, Conv) takes every op of that type; one with * ? [
+    is a glob on the name; a full name that one; any other a substring of the name (a Keras layer name
+    such as aspp_proj).
+    A pattern that selects nothing is an error naming what there is."""
+    chosen: list[str] = []
+    ops = {op.lower() for _, op in layers}
+    for pattern in patterns:
+        if pattern.lower() in ops:
+            hits = [n for n, op in layers if op.lower() == pattern.lower()]
+        elif any(n == pattern for n, _ in layers):  # a full name (from quant-report) takes that one alone
+            hits = [pattern]
+        elif any(c in pattern for c in "*?["):
+            hits = [n for n, _ in layers if fnmatch.fnmatchcase(n, pattern)]
+        else:
+            hits = [n for n, _ in layers if pattern in n]
+        if not hits:
+            names = sorted({part.split("/")[1] if part.count("/") >= 1 else part
+                            for n, _ in layers for part in n.split(";")})
+            raise UserError(f"--keep-float {pattern!r} matches no layer or op type of {where}."
+                            f"{did_you_mean(pattern, names)} Op types there: "
+                            f"{', '.join(sorted({op for _, op in layers}))}; layer names such as "
+                            f"{', '.join(names[:6])} (`deeplab-edge quant-report` lists every quantised tensor).")
+        chosen.extend(h for h in hits if h not in chosen)
+    return tuple(chosen)
+
+
+@dataclass(frozen=True)
+class Step:
+    kept: int  # layers in float after this step
+    added: str  # the layer this step kept in float ('' for the start)
+    miou_drop: float  # points below Keras on the held-out images
+    agreement: float
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """What `--keep-float`/`--auto-keep-float` kept in float, each step of the search, and the cost."""
+
+    kept: tuple[str, ...]
+    steps: tuple[Step, ...]
+    budget: float | None  # the mIoU-drop budget of the automatic search (None: patterns only)
+    met: bool
+    int8_p50_ms: float | None = None  # the all-int8 file and the file with the kept layers, same run
+    kept_p50_ms: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"kept_float": list(self.kept), "budget_miou_drop": self.budget, "met": self.met,
+                "steps": [s.__dict__ for s in self.steps], "int8_p50_ms": self.int8_p50_ms,
+                "kept_p50_ms": self.kept_p50_ms}
+
+
+def search(ranked: Sequence[str], start: tuple[str, ...], evaluate: Callable[[tuple[str, ...]], Verification],
+           max_drop: float, max_layers: int = DEFAULT_MAX_KEEP_FLOAT,
+           progress: Callable[[str], None] = print) -> tuple[Fallback, Verification]:
+    """Keep the `ranked` layers (most harmful first) in float, one more per step on top of `start`, until
+    `evaluate(kept)` is within `max_drop` mIoU points; stop as soon as it is."""
+    kept = tuple(start)
+    result = evaluate(kept)
+    steps = [Step(len(kept), "", result.miou_drop, result.agreement)]
+    queue = [name for name in ranked if name not in kept]
+    while result.miou_drop > max_drop and queue and len(kept) < max_layers:
+        kept = (*kept, queue.pop(0))
+        result = evaluate(kept)
+        steps.append(Step(len(kept), kept[-1], result.miou_drop, result.agreement))
+        progress(f"keep-float step {len(steps) - 1}: {len(kept)} layer(s) float, mIoU drop "
+                 f"{result.miou_drop:.2f} pt (budget {max_drop:g})")
+    return Fallback(kept, tuple(steps), max_drop, result.miou_drop <= max_drop), result
+
+
+def p50_ms(path: Path, *, runs: int = 30, num_threads: int | None = None) -> float:
+    """Median inference time of a file at batch 1 (a few warm-up runs first), for the keep-float cost."""
+    import numpy as np
+
+    from deeplab_edge.runtime.predictor import load_predictor
+    from deeplab_edge.runtime.timing import latency_stats
+
+    pred = load_predictor(path, num_threads=num_threads)
+    x = pred.prepare([np.zeros((*pred.input_size, 3), np.uint8)])[0]
+    for _ in range(3):
+        pred.backend.run(x)
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        pred.backend.run(x)
+        samples.append(time.perf_counter_ns() - t0)
+    return latency_stats(samples).p50_ms
