@@ -69,6 +69,11 @@ def export_graph(model, info, *, input_size: tuple[int, int] | None = None):
     """The graph to convert: ours rebuilt with exact folding and native dilation (trained weights mapped
     over); a model built elsewhere as it is, given a fixed input size when its own is dynamic."""
     from deeplab_edge.model.deeplab import rebuild
+    if info is not None and info.extra.get("qat"):  # already the export graph, with fake quantisation
+        if input_size is not None and tuple(input_size) != tuple(info.config.input_size):
+            raise UserError("A quantisation-aware checkpoint exports at the size it was fine-tuned at "
+                            f"({info.config.input_size[0]}x{info.config.input_size[1]}); drop --input-size.")
+        return model
     if info is not None:
         return rebuild(model, info.config, fold_atrous=True, native_dilation=True, input_size=input_size)
     own = tuple(model.input_shape[1:3])
@@ -84,6 +89,21 @@ def export_graph(model, info, *, input_size: tuple[int, int] | None = None):
         raise UserError(f"The model was built for {own[0]}x{own[1]} inputs and was not trained by deeplab-edge, so "
                         f"it cannot be rebuilt at {input_size[0]}x{input_size[1]}; drop --input-size.")
     return model
+
+
+def formats_for(info, names: list[str] | None) -> list[ExportFormat]:
+    """The formats to write (`resolve_formats`); a quantisation-aware checkpoint writes tflite_int8 only
+    (its fake-quantisation ranges become the file's int8 parameters)."""
+    if info is None or not info.extra.get("qat"):
+        return resolve_formats(names)
+    if not names:
+        return [FORMATS["tflite_int8"]]
+    chosen = resolve_formats(names)
+    if [f.name for f in chosen] != ["tflite_int8"]:
+        raise UserError(f"A quantisation-aware checkpoint exports tflite_int8 only; received "
+                        f"{', '.join(f.name for f in chosen)}. Export the float checkpoint it came from "
+                        f"({info.extra['qat'].get('from', '?')}) for the other formats.")
+    return chosen
 
 
 LOGITS_AT = ("input", "stride")
@@ -164,10 +184,12 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
         raise UserError(f"head must be 'logits' or 'labels'; received {head!r}.")
     if logits_at not in LOGITS_AT:
         raise UserError(f"logits_at must be one of {', '.join(LOGITS_AT)}; received {logits_at!r}.")
+    if logits_at == "stride" and info is not None and info.extra.get("qat"):
+        raise UserError("--logits-at stride is not available for a quantisation-aware checkpoint; drop it.")
     if logits_at == "stride" and info is None:
         raise UserError("--logits-at stride cuts a deeplab-edge DeepLabV3+ graph before its final upsampling; "
                         f"{checkpoint or 'this model'} was not trained by deeplab-edge. Drop --logits-at.")
-    chosen = resolve_formats(formats)
+    chosen = formats_for(info, formats)
     check_options(chosen, options)
     out_dir = Path(out_dir)
     paths = planned_paths(out_dir, name, chosen)

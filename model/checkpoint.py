@@ -132,6 +132,11 @@ def load_checkpoint(path: str | Path, *, compile: bool = False):
         if not zipfile.is_zipfile(path):
             raise UserError(f"{path} is not a valid .keras file (not a zip archive); it may be truncated.")
     elif suffix in (".h5", ".hdf5"):
+        info = read_info(path)
+        if info is not None and info.extra.get("qat"):  # weights of a `train --qat-from` run
+            from .qat import load_qat
+
+            return load_qat(path, info), info
         _refuse_unsafe_h5(path)
     else:
         raise UserError(f"Checkpoint {path} must be a .keras or .h5 file; received suffix {suffix!r}.")

@@ -219,3 +219,39 @@ def test_auto_keep_float_on_real_files(exported, synthetic_folder, tmp_path):
 
     entry = json.loads(hard.manifest.read_text())["files"][0]["keep_float"]
     assert entry["kept_float"] == list(f.fallback.kept) and entry["met"] is False
+
+
+def test_qat_fine_tunes_and_exports_an_all_integer_file(trained_tiny, synthetic_folder, tmp_path, capsys):
+    import json
+
+    from deeplab_edge.cli import main
+    from deeplab_edge.export.tflite import tflite_layers
+    from deeplab_edge.model.checkpoint import load_checkpoint
+
+    run_dir, _ = trained_tiny
+    rc = main(["train", "--qat-from", str(run_dir / "best.keras"), "--data", str(synthetic_folder), "--out",
+               str(tmp_path / "qat"), "--epochs", "1", "--batch-size", "16", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    best = tmp_path / "qat" / "best_qat.h5"
+    result = json.loads((tmp_path / "qat" / "qat_result.json").read_text())
+    assert best.exists() and len(result["val_miou"]) == 1
+    model, info = load_checkpoint(best)
+    assert info.extra["qat"]["from"].endswith("best.keras")
+    assert any("quantize" in layer.name for layer in model.layers)  # fake quantisation inside
+    float_model, _ = load_checkpoint(run_dir / "best.keras")
+    assert not np.array_equal(model.get_weights()[1], float_model.get_weights()[0])  # fine-tuned, not a copy
+    out = tmp_path / "exp"
+    rc = main(["export", str(best), "--data", str(synthetic_folder), "--out", str(out), "--verify-images", "16"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    (f,) = json.loads((out / "manifest.json").read_text())["files"]
+    assert f["format"] == "tflite_int8" and f["verification"]["passed"]
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = out / f["file"]
+    details = {d["name"]: d["dtype"] for d in Interpreter(model_path=str(path)).get_tensor_details()}
+    computed = [n for n, op in tflite_layers(path.read_bytes()) if op not in ("QUANTIZE", "DEQUANTIZE")]
+    assert computed and all(details[n] == np.int8 for n in computed)  # every op computes in int8
+    assert main(["export", str(best), "--data", str(synthetic_folder), "--out", str(tmp_path / "x"),
+                 "--formats", "onnx_fp32"]) == 2
+    assert "tflite_int8 only" in capsys.readouterr().err

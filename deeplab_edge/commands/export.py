@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     check_options(chosen, options)  # before any heavy import or work
 
     from deeplab_edge.export.calibration import calibration_and_verification
-    from deeplab_edge.export.pipeline import check_free, export_all, load_for_export
+    from deeplab_edge.export.pipeline import check_free, export_all, formats_for, load_for_export
     from deeplab_edge.export.spec import model_spec
     from deeplab_edge.export.verify import Thresholds
 
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verify_images <= 0:
         raise UserError(f"--verify-images must be positive; received {args.verify_images}.")
     model, info, ds, name = load_for_export(args.checkpoint, args.data, args.name)
+    chosen = formats_for(info, args.formats)
     if args.input_size and info is not None:
         from deeplab_edge.model.deeplab import check_input_size
 

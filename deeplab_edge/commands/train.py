@@ -10,13 +10,17 @@ from ._common import add_config_args, add_data_arg, config_from_args
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arg(p)
-    p.add_argument("--out", default="runs/edge", help="run folder: best.keras, last.keras, log.csv, curves.png "
-                   "(default runs/edge)")
+    p.add_argument("--out", help="run folder: best.keras, last.keras, log.csv, curves.png (default runs/edge; "
+                   "with --qat-from: runs/edge-qat)")
+    p.add_argument("--qat-from", metavar="CHECKPOINT", help="quantisation-aware fine-tuning of this trained float "
+                   "checkpoint (fake int8, BatchNorm frozen; tensorflow-model-optimization): writes best_qat.h5, "
+                   "which `deeplab-edge export` turns into a full-integer tflite_int8 file")
     add_config_args(p)
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=16, help="global batch size")
-    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine decay)")
+    t.add_argument("--lr", type=float, help="peak learning rate (AdamW, cosine decay; default 2e-3, "
+                   "with --qat-from 1e-4)")
     t.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training set")
     t.add_argument("--max-train-images", type=int, help="use only the first N training images")
     t.add_argument("--backbone-weights", metavar="FILE", help="local weights file for the backbone "
@@ -33,18 +37,39 @@ def run(args: argparse.Namespace) -> int:
 
     # Options are checked before the dataset is scanned or built.
     config_from_args(args)
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+    lr = args.lr if args.lr is not None else (1e-4 if args.qat_from else 2e-3)
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=lr,
                              steps_per_epoch=args.steps_per_epoch, max_train_images=args.max_train_images,
                              seed=args.seed, resume=args.resume, verbose=2 if args.quiet else 1,
                              backbone_weights=args.backbone_weights)
+    if args.qat_from:
+        return _qat(args, settings)
     ds = open_dataset(args.data)
     config = config_from_args(args, num_classes=ds.num_classes)
     print(f"keras: {KERAS_IMPL}")
     print(f"data: {ds.root} ({ds.layout} layout, {len(ds.train)} train / {len(ds.val)} val, "
           f"{ds.num_classes} classes)")
     print(f"model: preset {args.preset}: {json.dumps(config.to_dict())}")
-    result = train(config, ds, args.out, settings, preset=args.preset)
+    result = train(config, ds, args.out or "runs/edge", settings, preset=args.preset)
     print(f"best validation mIoU {100 * result.best_val_miou:.1f}% -> {result.best_checkpoint}")
     print(f"{result.epochs_run} epoch(s) in {result.seconds:.0f} s ({result.images_per_second:.1f} img/s); "
           f"log {result.out_dir / 'log.csv'}, curves {result.out_dir / 'curves.png'}")
+    return 0
+
+
+def _qat(args: argparse.Namespace, settings) -> int:
+    from deeplab_edge.errors import UserError
+    from deeplab_edge.model.checkpoint import read_info
+    from deeplab_edge.model.data import open_dataset
+    from deeplab_edge.model.qat import train_qat
+
+    if args.resume or args.backbone_weights:
+        raise UserError("--qat-from fine-tunes a trained checkpoint; it takes neither --resume nor --backbone-weights.")
+    info = read_info(args.qat_from) if str(args.qat_from).endswith(".keras") else None
+    ds = open_dataset(args.data or (info.extra.get("dataset") if info else None))
+    out = args.out or "runs/edge-qat"
+    print(f"data: {ds.root} ({len(ds.train)} train / {len(ds.val)} val); QAT of {args.qat_from} -> {out}")
+    best, miou, seconds = train_qat(args.qat_from, ds, out, settings)
+    print(f"QAT: best validation mIoU {100 * miou:.1f}% (fake int8) in {seconds:.0f} s -> {best}")
+    print(f"export it: deeplab-edge export {best} --data {ds.root}")
     return 0
