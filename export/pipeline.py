@@ -251,7 +251,8 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                                             Path(tmpdir), progress, num_threads)
             elif fmt.backend == "tflite":
                 export_tflite(file_graph, path, metadata=meta, mode=fmt.precision, calibration=file_calibration,
-                              io_type=options.get("io_type") or "float32", pixel_quant=how.input_quantization)
+                              io_type=options.get("io_type") or "float32", pixel_quant=how.input_quantization,
+                              per_channel=options.get("per_channel") is not False)
             elif fmt.precision == "fp32":
                 onnx_fp32 = export_onnx(file_graph, path, metadata=meta, opset=options.get("opset") or 17)
             else:
@@ -309,11 +310,14 @@ def _tflite_fallback(graph, calibration: Calibration, path: Path, meta: ModelMet
 
     def make(out: Path, kept: tuple[str, ...] = ()) -> Path:
         data = quantize_calibrated(calibrated, io_type=options.get("io_type") or "float32",
-                                   pixel_quant=how.input_quantization, keep_float=kept)
+                                   pixel_quant=how.input_quantization, keep_float=kept,
+                                   per_channel=options.get("per_channel") is not False)
         return write_tflite(data, out, metadata=meta, channels=int(graph.output_shape[-1]))
 
+    per_channel = options.get("per_channel") is not False
     return _fallback("tflite_int8", tflite_layers(calibrated), make,
-                     lambda: tflite_report(calibrated, calibration.images[:REPORT_IMAGES], "tflite_int8"),
+                     lambda: tflite_report(calibrated, calibration.images[:REPORT_IMAGES], "tflite_int8",
+                                           per_channel=per_channel),
                      path, options, ref, thresholds, tmp, progress, num_threads, suffix=".tflite")
 
 
@@ -400,10 +404,12 @@ def quant_report(model, info, fmt_name: str, calibration: Calibration, spec: Mod
     graph = export_graph(model, info)
     subset = calibration.images[:images]
     if fmt_name == "tflite_int8":
-        return tflite_report(calibrate_tflite(graph, calibration), subset, fmt_name)
+        return tflite_report(calibrate_tflite(graph, calibration), subset, fmt_name,
+                             per_channel=options.get("per_channel") is not False)
     meta = make_metadata(info, spec, graph.input_shape[1:3], FORMATS[fmt_name], "logits")
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-qreport-") as tmp:
         fp32 = export_onnx(graph, Path(tmp) / "fp32.onnx", metadata=meta)
         int8 = export_onnx_int8(fp32, Path(tmp) / "int8.onnx", metadata=meta, calibration=calibration,
-                                method=options.get("calibration_method") or "minmax")
+                                method=options.get("calibration_method") or "minmax",
+                                per_channel=options.get("per_channel") is not False)
         return onnx_report(preprocess_for_quantization(fp32, Path(tmp) / "pre.onnx"), int8, subset, fmt_name)

@@ -109,7 +109,7 @@ def _sorted(layers: list[LayerError]) -> tuple[LayerError, ...]:
     return tuple(sorted(layers, key=lambda e: (e.sqnr_db, e.name)))
 
 
-def tflite_report(calibrated: bytes, images: np.ndarray, what: str) -> QuantReport:
+def tflite_report(calibrated: bytes, images: np.ndarray, what: str, *, per_channel: bool = True) -> QuantReport:
     """Per-op error of the int8 file that `quantize_calibrated(calibrated)` makes, on `images` (what the
     graph takes: normalised float32, or float 0..255 pixels for a graph that normalises itself)."""
     from deeplab_edge.model._keras import tf
@@ -121,7 +121,7 @@ def tflite_report(calibrated: bytes, images: np.ndarray, what: str) -> QuantRepo
             return fn(float_values, (quant_values.astype(np.float64) - zero_point) * scale)
         return metric
 
-    debug_file = quantize_calibrated(calibrated, numeric_verify=True)
+    debug_file = quantize_calibrated(calibrated, numeric_verify=True, per_channel=per_channel)
     options = tf.lite.experimental.QuantizationDebugOptions(  # the noise comes from NumericVerify's differences
         layer_direct_compare_metrics={"signal_power": lambda f, q, s, z: float(np.mean(np.square(f, dtype=np.float64))),
                                       "cosine": direct(cosine)})

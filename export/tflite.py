@@ -39,7 +39,7 @@ def _quiet():
 
 
 def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, io_type: str = "float32",
-                   pixel_quant: tuple[float, float] | None = None) -> bytes:
+                   pixel_quant: tuple[float, float] | None = None, per_channel: bool = True) -> bytes:
     """Convert a Keras model; `mode` is one of fp32, fp16, dynamic, int8.
 
     `pixel_quant` (int8): (mean, std) that the file's 8-bit input realises on raw pixels. The input becomes
@@ -49,7 +49,7 @@ def convert_tflite(model, mode: str, *, calibration: Calibration | None = None, 
 
     input_type = io_type if pixel_quant is None or io_type in ("int8", "uint8") else "uint8"
     with native_dilation_ops():
-        data = _convert(model, mode, calibration, io_type, input_type=input_type)
+        data = _convert(model, mode, calibration, io_type, input_type=input_type, per_channel=per_channel)
     return set_input_quantization(data, *pixel_quant) if pixel_quant is not None and mode == "int8" else data
 
 
@@ -67,7 +67,7 @@ def calibrate_tflite(model, calibration: Calibration) -> bytes:
 
 
 def quantize_calibrated(calibrated: bytes, *, io_type: str = "float32", pixel_quant: tuple[float, float] | None = None,
-                        keep_float: tuple[str, ...] = (), numeric_verify: bool = False) -> bytes:
+                        keep_float: tuple[str, ...] = (), numeric_verify: bool = False, per_channel: bool = True) -> bytes:
     """Full-integer int8 from `calibrate_tflite`'s output, but for the ops whose output tensors are named in
     `keep_float` (see `tflite_layers`), which stay float32 between a DEQUANTIZE and a QUANTIZE.
     `numeric_verify`: the debug file of tf.lite's QuantizationDebugger (float and int8 side by side)."""
@@ -78,7 +78,7 @@ def quantize_calibrated(calibrated: bytes, *, io_type: str = "float32", pixel_qu
     input_type = "float32" if numeric_verify else (
         io_type if pixel_quant is None or io_type in ("int8", "uint8") else "uint8")
     with _quiet():
-        data = convert.mlir_quantize(calibrated, input_data_type=IO_TYPES[input_type],
+        data = convert.mlir_quantize(calibrated, disable_per_channel=not per_channel, input_data_type=IO_TYPES[input_type],
                                      output_data_type=IO_TYPES["float32" if numeric_verify else io_type],
                                      enable_numeric_verify=numeric_verify, denylisted_nodes=list(keep_float) or None)
     return set_input_quantization(data, *pixel_quant) if pixel_quant is not None and not numeric_verify else data
@@ -134,8 +134,10 @@ def keras_converter(model) -> tf.lite.TFLiteConverter:
     return tf.lite.TFLiteConverter.from_concrete_functions([holder.serve.get_concrete_function(spec)], holder)
 
 
-def _convert(model, mode: str, calibration: Calibration | None, io_type: str, input_type: str) -> bytes:
+def _convert(model, mode: str, calibration: Calibration | None, io_type: str, input_type: str,
+             per_channel: bool = True) -> bytes:
     converter = keras_converter(model)
+    converter._experimental_disable_per_channel = not per_channel
     if mode == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -179,8 +181,9 @@ def _run(converter, mode: str) -> bytes:
 
 def export_tflite(model, out: Path, *, metadata: ModelMetadata, mode: str,
                   calibration: Calibration | None = None, io_type: str = "float32",
-                  pixel_quant: tuple[float, float] | None = None) -> Path:
-    data = convert_tflite(model, mode, calibration=calibration, io_type=io_type, pixel_quant=pixel_quant)
+                  pixel_quant: tuple[float, float] | None = None, per_channel: bool = True) -> Path:
+    data = convert_tflite(model, mode, calibration=calibration, io_type=io_type, pixel_quant=pixel_quant,
+                          per_channel=per_channel)
     return write_tflite(data, out, metadata=metadata, channels=int(model.output_shape[-1]))
 
 

@@ -84,20 +84,56 @@ def get_strategy(devices: tuple[str, ...] | None = None) -> tf.distribute.Strate
 
 
 def load_backbone_weights(model: keras.Model, path: str) -> int:
-    """Load a local weights file by layer name (e.g. keras.applications' no-top .h5). Returns layers changed."""
+    """Load a local Keras .h5 file's weights into `model` by layer name and weight kind (kernel, gamma, ...):
+    keras.applications' no-top files, a whole tf-keras model, or a Keras 3 file whose model nests the
+    backbone (e.g. a classifier fine-tuned on top of keras.applications' MobileNetV2). Returns the number of
+    layers loaded; a layer whose shapes differ is an error naming it."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"Backbone weights file {p} does not exist. There are no downloads here: pass a local "
                         "file such as keras.applications' mobilenet_v2 ... _no_top.h5.")
-    before = [w.copy() for w in model.get_weights()]
+    stored = _h5_weights(p)
+    loaded = 0
+    for layer in model.layers:
+        found = stored.get(layer.name)
+        if not found or not layer.weights:
+            continue
+        values = []
+        for w in layer.weights:
+            kind = w.name.split("/")[-1].split(":")[0]
+            value = found.get(kind, found.get(_KIND_ALIASES.get(kind, kind)))
+            if value is None or tuple(value.shape) != tuple(w.shape):
+                raise UserError(f"{p}: layer {layer.name!r} has {kind} of shape "
+                                f"{None if value is None else tuple(value.shape)}, the model {tuple(w.shape)}; is "
+                                "the file for this backbone and alpha?")
+            values.append(value)
+        layer.set_weights(values)
+        loaded += 1
+    if loaded == 0:
+        raise UserError(f"No layer of {p} matched the model by name; is it for this backbone and alpha?")
+    return loaded
+
+
+_KIND_ALIASES = {"depthwise_kernel": "kernel"}  # Keras 3 names a DepthwiseConv2D's kernel plainly
+
+
+def _h5_weights(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """{layer name: {weight kind: array}} of every weight in a Keras .h5 file (optimizer state skipped)."""
+    import h5py
+
+    out: dict[str, dict[str, np.ndarray]] = {}
+
+    def visit(name: str, obj) -> None:
+        parts = name.split("/")
+        if isinstance(obj, h5py.Dataset) and len(parts) >= 2 and parts[0] != "optimizer_weights":
+            out.setdefault(parts[-2], {})[parts[-1].split(":")[0]] = obj[()]
+
     try:
-        model.load_weights(str(p), by_name=True, skip_mismatch=True)
-    except (OSError, ValueError) as e:
-        raise UserError(f"Cannot load backbone weights from {p}: {e}") from None
-    changed = sum(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
-    if changed == 0:
-        raise UserError(f"No layer of {p} matched the model by name and shape; is it for this backbone and alpha?")
-    return changed
+        with h5py.File(path, "r") as f:
+            (f["model_weights"] if "model_weights" in f else f).visititems(visit)
+    except OSError as e:
+        raise UserError(f"Cannot read {path} as a Keras .h5 weights file: {e}.") from None
+    return out
 
 
 def _read_log(path: Path) -> list[dict]:

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "quantised inside the file: what MediaPipe Tasks accepts; int8/uint8 for integer-only pipelines)")
     o.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     o.add_argument("--per-channel", dest="per_channel", action="store_true", default=None,
-                   help="onnx_int8 per-channel weights (default on)")
+                   help="int8 per-channel weight scales (default on; --no-per-channel: one scale per tensor)")
     o.add_argument("--no-per-channel", dest="per_channel", action="store_false")
     o.add_argument("--no-reduce-range", dest="reduce_range", action="store_false", default=None,
                    help="onnx_int8 full 8-bit weights (default 7-bit: 8-bit saturates in onnxruntime's "
