@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-count", type=int, help="images to calibrate on (default 200, or all when fewer)")
     p.add_argument("--calibration-data", metavar="DIR", help="calibrate on this folder of images (no masks needed)")
     p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), help="onnx_int8 calibrator")
+    p.add_argument("--no-per-channel", dest="per_channel", action="store_false", default=True,
+                   help="int8 weights with one scale per tensor")
     p.add_argument("--images", type=int, default=16, help="calibration images the report runs (default 16)")
     p.add_argument("--top", type=int, default=15, help="worst tensors to print (default 15)")
 
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"[quant-report] {fmt}: calibrating on {len(calibration)} images, comparing on "
               f"{min(args.images, len(calibration))}", flush=True)
         report = quant_report(model, info, fmt, calibration, spec, images=args.images,
-                              options={"calibration_method": args.calibration_method})
+                              options={"calibration_method": args.calibration_method,
+                                       "per_channel": args.per_channel})
         paths = report.write(args.out, stem=fmt)
         print(f"\n{fmt}: {len(report.layers)} quantised tensors, worst {min(args.top, len(report.layers))} by SQNR:")
         for e in report.worst(args.top):
