@@ -36,7 +36,7 @@ def rows_spec(per_tensor: bool) -> list[tuple[str, list[str], dict, float | None
         ("PTQ int8, min/max (ONNX)", ["onnx_int8"], pc, None),
         ("PTQ int8, percentile (ONNX)", ["onnx_int8"], {**pc, "calibration_method": "percentile"}, None),
         ("PTQ int8, entropy (ONNX)", ["onnx_int8"], {**pc, "calibration_method": "entropy"}, None),
-        ("16x8: int16 activations, int8 weights (TFLite)", ["tflite_int16x8"], {}, None),
+        ("16x8: int16 activations, int8 weights (TFLite)", ["tflite_int16x8"], pc, None),
         (f"auto keep-float, budget {BUDGET} pt (TFLite)", ["tflite_int8"], {**pc, "auto_keep_float": True}, BUDGET),
         (f"auto keep-float, budget {BUDGET} pt (ONNX)", ["onnx_int8"], {**pc, "auto_keep_float": True}, BUDGET),
     ]

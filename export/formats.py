@@ -38,7 +38,7 @@ FORMATS: dict[str, ExportFormat] = {
                      "TFLite dynamic-range: int8 weights, float activations"),
         ExportFormat("tflite_int8", "_int8.tflite", "tflite", "int8", frozenset({"io_type", "calibration_count", "per_channel", *FALLBACK}),
                      "TFLite full-integer: every op int8, calibrated on real images; int8/uint8/float32 I/O"),
-        ExportFormat("tflite_int16x8", "_int16x8.tflite", "tflite", "int16x8", frozenset({"calibration_count"}),
+        ExportFormat("tflite_int16x8", "_int16x8.tflite", "tflite", "int16x8", frozenset({"calibration_count", "per_channel"}),
                      "TFLite 16x8: int16 activations, int8 weights, float32 I/O (closer to float than int8; "
                      "LiteRT runs it on reference kernels, not XNNPACK)", default=False),
         ExportFormat("onnx_fp32", "_fp32.onnx", "onnx", "fp32", frozenset({"opset"}),

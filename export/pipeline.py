@@ -191,6 +191,12 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                         f"{checkpoint or 'this model'} was not trained by deeplab-edge. Drop --logits-at.")
     chosen = formats_for(info, formats)
     check_options(chosen, options)
+    qat = (info.extra.get("qat") or {}) if info is not None else {}
+    if qat.get("per_tensor"):  # the file quantises as the fine-tuning did
+        if options.get("per_channel"):
+            raise UserError("This checkpoint was fine-tuned with per-tensor weights (--qat-per-tensor); drop "
+                            "--per-channel.")
+        options["per_channel"] = False
     out_dir = Path(out_dir)
     paths = planned_paths(out_dir, name, chosen)
     manifest_path = out_dir / "manifest.json"

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,10 @@ from deeplab_edge.fileio import write_bytes_atomic
 
 @dataclass(frozen=True)
 class LayerError:
-    """One quantised tensor: `sqnr_db` (signal to quantisation noise, dB; low is bad) and `cosine` of its
-    int8 value against float; `rmse_scale` the RMSE in quantisation steps (TFLite; ~0.29 is rounding
-    alone); `accumulated_sqnr_db` against the float model's own activation (ONNX)."""
+    """One quantised op: `sqnr_db` (signal to quantisation noise, dB; low is bad) and `cosine` of its int8
+    result against float; `rmse_scale` the RMSE in quantisation steps (TFLite; ~0.29 is rounding alone);
+    `accumulated_sqnr_db` against the float model's own activation and `weight_sqnr_db` of its weights
+    (ONNX)."""
 
     name: str
     op: str
@@ -32,6 +33,7 @@ class LayerError:
     cosine: float
     rmse_scale: float | None = None
     accumulated_sqnr_db: float | None = None
+    weight_sqnr_db: float | None = None  # ONNX: the node's weights alone (`sqnr_db` is the lower of the two)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,14 @@ SQNR_CAP = 100.0  # dB: no measurable error (also a tensor that is zero in float
 def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
     ref = np.asarray(ref, np.float64).ravel()
     return _sqnr(float(np.mean(ref * ref)), float(np.mean((ref - np.asarray(test, np.float64).ravel()) ** 2)))
+
+
+def channel_sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """The mean over output channels (axis 0, ONNX's weight layout) of each channel's SQNR."""
+    ref, test = np.asarray(ref, np.float64), np.asarray(test, np.float64)
+    if ref.ndim < 2:
+        return sqnr_db(ref, test)
+    return float(np.mean([sqnr_db(r, t) for r, t in zip(ref, test, strict=True)]))
 
 
 def _sqnr(signal_power: float, noise_power: float) -> float:
@@ -159,6 +169,7 @@ def onnx_report(float_path: Path, int8_path: Path, images: np.ndarray, what: str
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
         create_activation_matching,
+        create_weight_matching,
         modify_model_output_intermediate_tensors,
     )
 
@@ -179,7 +190,7 @@ def onnx_report(float_path: Path, int8_path: Path, images: np.ndarray, what: str
             feeds = [{name: img[None] if img.dtype == np.uint8 else img[None].astype(np.float32)} for img in images]
             acts[key] = collect_activations(str(augmented), feeds)
     matched = create_activation_matching(acts["int8"], acts["float"])
-    layers = []
+    by_node: dict[str, LayerError] = {}
     for act, m in matched.items():
         pre, post = np.concatenate([a.ravel() for a in m["pre_qdq"]]), np.concatenate([a.ravel() for a in m["post_qdq"]])
         acc = None
@@ -191,7 +202,22 @@ def onnx_report(float_path: Path, int8_path: Path, images: np.ndarray, what: str
             pre = np.clip(pre, ref.min(), ref.max())
         node, op = producers.get(act, (act, "input"))
         if op != "input":  # named by the node that makes it: what --keep-float and nodes_to_exclude take
-            layers.append(LayerError(node, op, sqnr_db(pre, post), cosine(pre, post), None, acc))
+            by_node[node] = LayerError(node, op, sqnr_db(pre, post), cosine(pre, post), None, acc)
+    # `pre` above already holds the weights' rounding; a node's own weights are judged on their own too,
+    # per output channel: per-tensor scales round a depthwise kernel's small channels to zero, which the
+    # whole kernel's SQNR (ruled by its large channels) and its activation's rounding both hide.
+    consumers = {inp: (node.name or node.output[0], node.op_type) for node in graph.node for inp in node.input[1:]}
+    for weight, m in create_weight_matching(str(float_path), str(int8_path)).items():
+        if weight not in consumers:
+            continue
+        node, op = consumers[weight]
+        w_sqnr = channel_sqnr_db(m["float"], m["dequantized"])
+        old = by_node.get(node)
+        if old is None:
+            by_node[node] = LayerError(node, op, w_sqnr, cosine(m["float"], m["dequantized"]), None, None, w_sqnr)
+        else:
+            by_node[node] = replace(old, sqnr_db=min(old.sqnr_db, w_sqnr), weight_sqnr_db=w_sqnr)
+    layers = list(by_node.values())
     return QuantReport("onnx", what, len(images), _sorted(layers))
 
 

@@ -44,8 +44,9 @@ def _plain(layer):
     return layer.__class__.from_config(layer.get_config())
 
 
-def qat_graph(model, config) -> keras.Model:
-    """`model`'s export graph (exact folding) with fake int8 quantisation, BatchNorm frozen."""
+def qat_graph(model, config, *, per_tensor: bool = False) -> keras.Model:
+    """`model`'s export graph (exact folding) with fake int8 quantisation, BatchNorm frozen; weights per
+    channel (default) or, `per_tensor`, one scale per tensor as the int8 file will have them."""
     from .deeplab import rebuild
 
     tfmot = _tfmot()
@@ -55,14 +56,15 @@ def qat_graph(model, config) -> keras.Model:
         layer.set_weights(graph.get_layer(layer.name).get_weights())
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # inference-mode BN: the statistics the int8 file will fold in
-    return tfmot.quantization.keras.quantize_model(plain)
+    scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(disable_per_axis=per_tensor)
+    return tfmot.quantization.keras.quantize_apply(tfmot.quantization.keras.quantize_annotate_model(plain), scheme)
 
 
 def load_qat(path: Path, info) -> keras.Model:
     """The QAT model of a `train --qat-from` run: rebuilt from its info, weights from `path`."""
     from .deeplab import build_deeplabv3plus
 
-    model = qat_graph(build_deeplabv3plus(info.config), info.config)
+    model = qat_graph(build_deeplabv3plus(info.config), info.config, per_tensor=bool(info.extra["qat"].get("per_tensor")))
     try:
         model.load_weights(str(path))
     except (OSError, ValueError) as e:
@@ -70,7 +72,8 @@ def load_qat(path: Path, info) -> keras.Model:
     return model
 
 
-def train_qat(checkpoint: str | Path, dataset, out_dir: str | Path, settings, *, progress=print):
+def train_qat(checkpoint: str | Path, dataset, out_dir: str | Path, settings, *, per_tensor: bool = False,
+              progress=print):
     """Fine-tune `checkpoint` (a deeplab-edge float checkpoint) with fake int8 quantisation on `dataset`;
     write best_qat.h5 (best validation mIoU), model_info.json, log.csv. Returns (best path, best val mIoU,
     seconds)."""
@@ -103,7 +106,7 @@ def train_qat(checkpoint: str | Path, dataset, out_dir: str | Path, settings, *,
     train_ds = make_tf_dataset(tx, ty, batch_size=settings.batch_size, training=True, seed=settings.seed, **norm)
     val_ds = make_tf_dataset(vx, vy, batch_size=settings.batch_size, training=False, **norm)
     steps = settings.steps_per_epoch or max(1, len(tx) // settings.batch_size)
-    qat = qat_graph(model, info.config)
+    qat = qat_graph(model, info.config, per_tensor=per_tensor)
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, max(1, settings.epochs * steps),
                                                       alpha=0.02)
     qat.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=settings.weight_decay),
@@ -112,6 +115,7 @@ def train_qat(checkpoint: str | Path, dataset, out_dir: str | Path, settings, *,
     qat_info = ModelInfo(config=info.config, class_names=info.class_names, preset=info.preset, mean=info.mean,
                          std=info.std, extra={**info.extra, "qat": {"from": str(Path(checkpoint).resolve()),
                                                                      "epochs": settings.epochs,
+                                                                     "per_tensor": per_tensor,
                                                                      "learning_rate": settings.learning_rate}})
     start = qat.evaluate(val_ds, verbose=0, return_dict=True)["miou"]
     progress(f"QAT start (fake int8, before fine-tuning): val mIoU {100 * start:.1f}%")

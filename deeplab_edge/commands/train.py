@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qat-from", metavar="CHECKPOINT", help="quantisation-aware fine-tuning of this trained float "
                    "checkpoint (fake int8, BatchNorm frozen; tensorflow-model-optimization): writes best_qat.h5, "
                    "which `deeplab-edge export` turns into a full-integer tflite_int8 file")
+    p.add_argument("--qat-per-tensor", action="store_true", help="with --qat-from: int8 weights with one scale "
+                   "per tensor (for accelerators that need it; the export follows)")
     add_config_args(p)
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=10)
@@ -69,7 +71,7 @@ def _qat(args: argparse.Namespace, settings) -> int:
     ds = open_dataset(args.data or (info.extra.get("dataset") if info else None))
     out = args.out or "runs/edge-qat"
     print(f"data: {ds.root} ({len(ds.train)} train / {len(ds.val)} val); QAT of {args.qat_from} -> {out}")
-    best, miou, seconds = train_qat(args.qat_from, ds, out, settings)
+    best, miou, seconds = train_qat(args.qat_from, ds, out, settings, per_tensor=args.qat_per_tensor)
     print(f"QAT: best validation mIoU {100 * miou:.1f}% (fake int8) in {seconds:.0f} s -> {best}")
     print(f"export it: deeplab-edge export {best} --data {ds.root}")
     return 0
