@@ -38,7 +38,7 @@ FORMATS: dict[str, ExportFormat] = {
                      "TFLite dynamic-range: int8 weights, float activations"),
         ExportFormat("tflite_int8", "_int8.tflite", "tflite", "int8", frozenset({"io_type", "calibration_count", "per_channel", *FALLBACK}),
                      "TFLite full-integer: every op int8, calibrated on real images; int8/uint8/float32 I/O"),
-        ExportFormat("tflite_int16x8", "_int16x8.tflite", "tflite", "int16x8", frozenset({"calibration_count", "per_channel"}),
+        ExportFormat("tflite_int16x8", "_int16x8.tflite", "tflite", "int16x8", frozenset({"calibration_count"}),
                      "TFLite 16x8: int16 activations, int8 weights, float32 I/O (closer to float than int8; "
                      "LiteRT runs it on reference kernels, not XNNPACK)", default=False),
         ExportFormat("onnx_fp32", "_fp32.onnx", "onnx", "fp32", frozenset({"opset"}),
@@ -53,7 +53,8 @@ OPTION_HELP = {
     "io_type": "tflite_int8 input/output type: int8, uint8 or float32",
     "calibration_count": "number of real training images to calibrate int8 on",
     "opset": "ONNX opset",
-    "per_channel": "int8 per-channel weight scales (off: one scale per tensor, what some accelerators need)",
+    "per_channel": "int8 per-channel weight scales (off: one scale per tensor, what some accelerators need; "
+                   "the 16x8 converter needs per-channel depthwise weights)",
     "reduce_range": "onnx_int8 7-bit weights",
     "activation_type": "onnx_int8 activation type: uint8 (U8S8, fastest on x86) or int8",
     "calibration_method": "onnx_int8 calibration: minmax, percentile or entropy (onnxruntime's calibrators; "

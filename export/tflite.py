@@ -175,7 +175,7 @@ def _run(converter, mode: str) -> bytes:
         lines = [ln.strip() for ln in text.splitlines() if "not supported" in ln or "unsupported" in ln.lower()]
         detail = "; ".join(dict.fromkeys(lines))[:500] or (text.splitlines() or [type(e).__name__])[0][:500]
         hint = (" These ops have no 16x8 kernel in TFLite: export tflite_int8 or a float format instead."
-                if mode == "int16x8" else "")
+                if mode == "int16x8" and lines else "")
         raise UserError(f"TFLite {mode} conversion failed: {detail}.{hint}") from None
 
 

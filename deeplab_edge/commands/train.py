@@ -63,7 +63,7 @@ def _qat(args: argparse.Namespace, settings) -> int:
     from deeplab_edge.errors import UserError
     from deeplab_edge.model.checkpoint import read_info
     from deeplab_edge.model.data import open_dataset
-    from deeplab_edge.model.qat import train_qat
+    from deeplab_edge.model.train import train_qat
 
     if args.resume or args.backbone_weights:
         raise UserError("--qat-from fine-tunes a trained checkpoint; it takes neither --resume nor --backbone-weights.")
