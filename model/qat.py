@@ -1,7 +1,8 @@
 """Quantisation-aware fine-tuning (tensorflow-model-optimization on tf-keras).
 
-`model.train.train_qat` takes a trained float checkpoint, wraps its export graph (folded atrous branches) with
-tfmot's default 8-bit fake quantisation, fine-tunes it with BatchNorm frozen, and writes the best
+`model.train.train_qat` takes a trained float checkpoint, folds every BatchNorm into the conv before it (BN
+statistics stay as trained), wraps that export graph (folded atrous branches) with tfmot's default 8-bit
+fake quantisation, fine-tunes it, and writes the best
 weights by validation mIoU as `best_qat.h5` with a model_info.json that marks them as QAT. Export
 loads them back (`load_qat`) and writes full-integer tflite_int8 through the usual pipeline.
 
@@ -13,6 +14,8 @@ SPACE_TO_BATCH_ND + DEPTHWISE_CONV_2D + BATCH_TO_SPACE_ND).
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from deeplab_edge.errors import UserError
 
@@ -40,6 +43,52 @@ def _plain(layer):
     return layer.__class__.from_config(layer.get_config())
 
 
+def fold_batchnorm(model: keras.Model) -> keras.Model:
+    """The same function with every BatchNormalization that follows a Conv2D/DepthwiseConv2D folded into it
+    (kernel scaled per output channel, a bias added): the weights fake quantisation then sees are the
+    weights the int8 file holds, whose per-tensor range folding changes."""
+    config = model.get_config()
+    layers = {entry["name"]: entry for entry in config["layers"]}
+    consumers: dict[str, int] = {}
+    for entry in config["layers"]:
+        for node in entry["inbound_nodes"]:
+            for inbound in node:
+                consumers[inbound[0]] = consumers.get(inbound[0], 0) + 1
+    folded: dict[str, str] = {}  # BN name -> conv name
+    for entry in config["layers"]:
+        nodes = entry["inbound_nodes"]
+        if entry["class_name"] != "BatchNormalization" or len(nodes) != 1 or len(nodes[0]) != 1:
+            continue
+        source = layers[nodes[0][0][0]]
+        conv = model.get_layer(source["name"])
+        if isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and consumers.get(source["name"]) == 1:
+            folded[entry["name"]] = source["name"]
+            source["config"]["use_bias"] = True
+    config["layers"] = [entry for entry in config["layers"] if entry["name"] not in folded]
+    for entry in config["layers"]:
+        for node in entry["inbound_nodes"]:
+            for inbound in node:
+                inbound[0] = folded.get(inbound[0], inbound[0])
+    for out in config["output_layers"]:
+        out[0] = folded.get(out[0], out[0])
+    from .layers import CUSTOM_OBJECTS
+
+    result = keras.Model.from_config(config, custom_objects=CUSTOM_OBJECTS)
+    convs = {conv: bn for bn, conv in folded.items()}
+    for layer in result.layers:
+        if layer.name in convs:
+            bn = model.get_layer(convs[layer.name])
+            gamma, beta, mean, var = bn.get_weights()
+            scale = gamma / np.sqrt(var + bn.epsilon)
+            kernel, *bias = model.get_layer(layer.name).get_weights()
+            shape = (1, 1, *kernel.shape[2:]) if isinstance(layer, keras.layers.DepthwiseConv2D) else (1, 1, 1, -1)
+            old_bias = bias[0] if bias else 0.0
+            layer.set_weights([kernel * scale.reshape(shape), beta + (old_bias - mean) * scale])
+        elif layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return result
+
+
 def qat_graph(model, config, *, per_tensor: bool = False) -> keras.Model:
     """`model`'s export graph (exact folding) with fake int8 quantisation, BatchNorm frozen; weights per
     channel (default) or, `per_tensor`, one scale per tensor as the int8 file will have them."""
@@ -50,8 +99,7 @@ def qat_graph(model, config, *, per_tensor: bool = False) -> keras.Model:
     plain = keras.models.clone_model(graph, clone_function=_plain)
     for layer in plain.layers:
         layer.set_weights(graph.get_layer(layer.name).get_weights())
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False  # inference-mode BN: the statistics the int8 file will fold in
+    plain = fold_batchnorm(plain)
     scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(disable_per_axis=per_tensor)
     return tfmot.quantization.keras.quantize_apply(tfmot.quantization.keras.quantize_annotate_model(plain), scheme)
 

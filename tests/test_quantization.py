@@ -255,3 +255,25 @@ def test_qat_fine_tunes_and_exports_an_all_integer_file(trained_tiny, synthetic_
     assert main(["export", str(best), "--data", str(synthetic_folder), "--out", str(tmp_path / "x"),
                  "--formats", "onnx_fp32"]) == 2
     assert "tflite_int8 only" in capsys.readouterr().err
+
+
+def test_batchnorm_folds_exactly_into_the_conv_before_it():
+    from deeplab_edge.model._keras import keras
+    from deeplab_edge.model.deeplab import build_deeplabv3plus, rebuild
+    from deeplab_edge.model.presets import get_preset
+    from deeplab_edge.model.qat import fold_batchnorm
+
+    cfg = get_preset("tiny").config.replace(num_classes=3)
+    model = build_deeplabv3plus(cfg)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # statistics far from the initial ones, as after training
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, c), rng.normal(0, 1, c), rng.normal(0, 1, c), rng.uniform(0.1, 3, c)])
+    graph = rebuild(model, cfg, fold_atrous=True, native_dilation=False)
+    folded = fold_batchnorm(graph)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in graph.layers) > 20
+    x = rng.normal(size=(2, 64, 64, 3)).astype(np.float32)
+    want, got = graph.predict(x, verbose=0), folded.predict(x, verbose=0)
+    assert np.abs(want - got).max() <= 1e-4 * max(1.0, np.abs(want).max())
