@@ -122,13 +122,14 @@ def export_onnx_int8(fp32_path: Path, out: Path, *, metadata: ModelMetadata, cal
 
 @contextlib.contextmanager
 def _quiet_quantizer():
-    """onnxruntime's quantiser logs its progress through the root logger: errors only while it runs,
-    then the caller's level back."""
+    """onnxruntime's quantiser logs its progress through the root logger, and its histogram calibrators
+    print it: errors only while it runs, then the caller's level back."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
