@@ -96,3 +96,37 @@ def test_backbone_weights_load_by_name(tmp_path):
     np.testing.assert_array_equal(dst.get_layer("Conv1").get_weights()[0], src.get_layer("Conv1").get_weights()[0])
     with pytest.raises(UserError, match="does not exist"):
         load_backbone_weights(dst, str(tmp_path / "missing.h5"))
+
+
+@pytest.mark.parametrize("backbone,app,feature", [
+    ("mobilenetv2", "MobileNetV2", "block_13_expand_relu"),
+    ("resnet50", "ResNet50", "conv4_block6_2_relu"),
+])
+def test_keras_applications_backbones_load_by_name_with_identical_features(backbone, app, feature, tmp_path):
+    """A keras.applications model saved with random weights (and random BatchNorm statistics) loads into
+    our backbone with every backbone layer matched, and computes the same backbone features."""
+    from deeplab_edge.model._keras import keras
+    from deeplab_edge.model.deeplab import build_deeplabv3plus
+    from deeplab_edge.model.presets import get_preset
+    from deeplab_edge.model.train import load_backbone_weights
+
+    size = 64
+    ref = getattr(keras.applications, app)(weights=None, include_top=False, input_shape=(size, size, 3))
+    rng = np.random.default_rng(0)
+    for layer in ref.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2, w.shape) if i != 3 else rng.uniform(0.5, 2, w.shape)
+                               for i, w in enumerate(layer.get_weights())])
+    path = tmp_path / f"{app}.h5"
+    ref.save(str(path))  # a whole tf-keras model, as keras.applications' users save one
+    cfg = get_preset(backbone).config.replace(num_classes=3, input_size=(size, size))
+    ours = build_deeplabv3plus(cfg)
+    ref_names = {layer.name for layer in ref.layers if layer.weights}
+    backbone_layers = [layer for layer in ours.layers if layer.weights and layer.name in ref_names]
+    assert load_backbone_weights(ours, str(path)) == len(backbone_layers) > 50
+    head = [layer.name for layer in ours.layers if layer.weights and layer.name not in ref_names]
+    assert head and all(n.startswith(("aspp", "decoder", "logits", "classifier")) for n in head), head
+    x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
+    want = keras.Model(ref.input, ref.get_layer(feature).output).predict(x, verbose=0)
+    got = keras.Model(ours.input, ours.get_layer(feature).output).predict(x, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
