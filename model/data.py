@@ -165,17 +165,23 @@ def load_arrays(samples, size: tuple[int, int], num_classes: int, *, progress: b
 
         it = tqdm(samples, desc="loading", unit="img", leave=False)
     for i, s in enumerate(it):
-        img, mask = read_image(s.image), read_mask(s.mask)
-        if img.shape[:2] != mask.shape:
-            raise UserError(f"Image {s.image} is {img.shape[1]}x{img.shape[0]} but its mask {s.mask} is "
-                            f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size.")
-        bad = np.unique(mask[(mask >= num_classes) & (mask != IGNORE_LABEL)])
-        if bad.size:
-            raise UserError(f"Mask {s.mask} has label(s) {bad.tolist()} but there are {num_classes} classes "
-                            f"(valid labels 0..{num_classes - 1}, and {IGNORE_LABEL} = ignore).")
+        img, mask = load_pair(s, num_classes)
         images[i] = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
         masks[i] = np.asarray(Image.fromarray(mask).resize((w, h), Image.NEAREST))
     return images, masks
+
+
+def load_pair(sample, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image and its mask at their own size, checked: same size, labels < classes (or ignore)."""
+    img, mask = read_image(sample.image), read_mask(sample.mask)
+    if img.shape[:2] != mask.shape:
+        raise UserError(f"Image {sample.image} is {img.shape[1]}x{img.shape[0]} but its mask {sample.mask} is "
+                        f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size.")
+    bad = np.unique(mask[(mask >= num_classes) & (mask != IGNORE_LABEL)])
+    if bad.size:
+        raise UserError(f"Mask {sample.mask} has label(s) {bad.tolist()} but there are {num_classes} classes "
+                        f"(valid labels 0..{num_classes - 1}, and {IGNORE_LABEL} = ignore).")
+    return img, mask
 
 
 def normalize_np(images: np.ndarray, mean, std) -> np.ndarray:

@@ -1,12 +1,15 @@
-"""Evaluate a Keras model on a dataset split: mIoU, per-class IoU, pixel accuracy."""
+"""Evaluate a Keras model on a dataset split: mIoU, per-class IoU, pixel accuracy (at each image's own size
+or at the model's)."""
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
+from deeplab_edge.errors import UserError
 from deeplab_edge.metrics import SegMetrics, confusion_matrix, metrics_from_confusion
 
-from .data import load_arrays, normalize_np
+from .data import load_arrays, load_pair, normalize_np
 
 
 def predict_labels(model, images_uint8: np.ndarray, mean, std, batch_size: int = 8) -> np.ndarray:
@@ -14,13 +17,39 @@ def predict_labels(model, images_uint8: np.ndarray, mean, std, batch_size: int =
     return logits.argmax(-1)
 
 
+RESOLUTIONS = ("original", "model")
+
+
 def evaluate_model(model, samples, class_names, size: tuple[int, int], mean, std, batch_size: int = 8,
-                   progress: bool = False) -> SegMetrics:
-    """Metrics at the model's input resolution (images bilinear-, masks nearest-resized to it); images
-    normalised as the model was trained, (pixel - mean) / std."""
+                   progress: bool = False, resolution: str = "model") -> SegMetrics:
+    """Metrics of `samples`; images normalised as the model was trained, (pixel - mean) / std.
+
+    `resolution` "original" (the standard protocol, comparable with published numbers): each image is
+    resized to the model's size, its logits bilinearly back to the image's own size, and scored against
+    its mask as it is. "model": image and mask both resized to the model's size (what training's
+    validation does; faster, not comparable)."""
+    if resolution not in RESOLUTIONS:
+        raise UserError(f"resolution must be one of {', '.join(RESOLUTIONS)}; received {resolution!r}.")
     n = len(class_names)
-    images, masks = load_arrays(samples, size, n, progress=progress)
     cm = np.zeros((n, n), np.int64)
-    for i in range(0, len(images), 64):
-        cm += confusion_matrix(masks[i:i + 64], predict_labels(model, images[i:i + 64], mean, std, batch_size), n)
+    if resolution == "model":
+        images, masks = load_arrays(samples, size, n, progress=progress)
+        for i in range(0, len(images), 64):
+            cm += confusion_matrix(masks[i:i + 64], predict_labels(model, images[i:i + 64], mean, std, batch_size), n)
+        return metrics_from_confusion(cm, class_names)
+    from deeplab_edge.runtime.predictor import resize_bilinear
+
+    h, w = size
+    chunks = range(0, len(samples), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        chunks = tqdm(chunks, desc="evaluating", unit="batch", leave=False)
+    for start in chunks:
+        pairs = [load_pair(s, n) for s in samples[start:start + batch_size]]
+        batch = np.stack([np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR)) for img, _ in pairs])
+        logits = model.predict(normalize_np(batch, mean, std), batch_size=batch_size, verbose=0)
+        for (_, mask), scores in zip(pairs, logits, strict=True):
+            full = resize_bilinear(scores[None].astype(np.float32), mask.shape)[0]
+            cm += confusion_matrix(mask[None], full.argmax(-1)[None], n)
     return metrics_from_confusion(cm, class_names)

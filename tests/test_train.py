@@ -157,3 +157,42 @@ def test_preset_normalisation_flows_refuses_overwrite_and_resumes(tmp_path, synt
                      verify_images=vx, verify_masks=vy, progress=lambda m: None, pixel_input=False)
     meta = load_predictor(rep.files[0].path).meta  # a file taking normalised floats carries the preset's mean/std
     assert meta.mean == (0.0, 0.0, 0.0) and meta.std == (255.0, 255.0, 255.0)
+
+
+def test_eval_scores_each_image_at_its_own_size(trained_tiny, synthetic, tmp_path, capsys):
+    """The standard protocol: logits resized to each image, scored against its mask as it is."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from deeplab_edge.cli import main
+    from deeplab_edge.model.checkpoint import load_checkpoint
+    from deeplab_edge.model.data import scan_folder
+    from deeplab_edge.model.evaluate import evaluate_model
+
+    _, _, vx, vy = synthetic
+    sizes = [(80, 100), (96, 72), (64, 64), (120, 90)]  # (h, w): not the model's 64x64
+    big_x = [np.asarray(Image.fromarray(vx[i]).resize((w, h), Image.BILINEAR)) for i, (h, w) in enumerate(sizes)]
+    big_y = [np.asarray(Image.fromarray(vy[i]).resize((w, h), Image.NEAREST)) for i, (h, w) in enumerate(sizes)]
+    root = tmp_path / "sizes"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i, (x, y) in enumerate(zip(big_x, big_y, strict=True)):
+        Image.fromarray(x).save(root / "images" / f"v{i}.png")
+        Image.fromarray(y, mode="L").save(root / "masks" / f"v{i}.png")
+    model, info = load_checkpoint(trained_tiny[0] / "best.keras")
+    (root / "class_names.txt").write_text("\n".join(info.class_names) + "\n")
+    ds = scan_folder(root)
+    samples = ds.train + ds.val
+    names = info.class_names
+    orig = evaluate_model(model, samples, names, (64, 64), info.mean, info.std, resolution="original", batch_size=3)
+    small = evaluate_model(model, samples, names, (64, 64), info.mean, info.std, resolution="model")
+    ignored = sum(int((y == 255).sum()) for y in big_y)
+    assert orig.pixels == sum(h * w for h, w in sizes) - ignored  # every pixel of every image, as it is
+    assert small.pixels < orig.pixels and small.pixels <= 4 * 64 * 64
+    assert abs(orig.miou - small.miou) < 0.15 and orig.miou > 0.2  # the same model, another protocol
+    rc = main(["eval", str(trained_tiny[0] / "best.keras"), "--data", str(root), "--split", "train", "--json",
+               str(tmp_path / "e.json")])
+    assert rc == 0 and "each image's own size" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e.json").read_text())["resolution"] == "original"
