@@ -175,7 +175,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     the runtime; "input" (default): logits upsampled bilinearly to the input size inside the file."""
     from deeplab_edge.model.flops import model_cost
 
-    from .onnx import export_onnx, export_onnx_int8, onnx_op_histogram
+    from .onnx import export_onnx, onnx_op_histogram
     from .tflite import export_tflite, op_histogram
 
     options = dict(options or {})
@@ -265,16 +265,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                 if onnx_fp32 is None:
                     onnx_fp32 = export_onnx(file_graph, Path(tmpdir) / "fp32.onnx", metadata=meta,
                                             opset=options.get("opset") or 17)
-                per_channel = True if options.get("per_channel") is None else bool(options["per_channel"])
-
-                def onnx_int8(out: Path, kept: tuple[str, ...] = (), *, fp32=onnx_fp32, meta=meta,
-                              calibration=file_calibration, per_channel=per_channel) -> Path:
-                    return export_onnx_int8(
-                        fp32, out, metadata=meta, calibration=calibration, per_channel=per_channel,
-                        method=options.get("calibration_method") or "minmax", nodes_to_exclude=kept,
-                        activation_type=options.get("activation_type") or "uint8",
-                        reduce_range=True if options.get("reduce_range") is None else bool(options["reduce_range"]))
-
+                onnx_int8 = _onnx_int8_writer(onnx_fp32, meta, file_calibration, options)
                 if wants_fallback:
                     fallback = _onnx_fallback(onnx_fp32, onnx_int8, file_calibration, path, options, ref, thresholds,
                                               Path(tmpdir), progress, num_threads)
@@ -301,6 +292,20 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     }
     write_bytes_atomic(manifest_path, json.dumps(manifest, indent=2).encode())
     return ExportReport(out_dir, tuple(results), manifest_path, model_info)
+
+
+def _onnx_int8_writer(fp32: Path, meta: ModelMetadata, calibration: Calibration, options: dict):
+    """`write(out, kept=())`: the onnx_int8 file of `fp32` with the export options, `kept` nodes left float."""
+    from .onnx import export_onnx_int8
+
+    def write(out: Path, kept: tuple[str, ...] = ()) -> Path:
+        return export_onnx_int8(
+            fp32, out, metadata=meta, calibration=calibration, per_channel=options.get("per_channel") is not False,
+            method=options.get("calibration_method") or "minmax", nodes_to_exclude=kept,
+            activation_type=options.get("activation_type") or "uint8",
+            reduce_range=options.get("reduce_range") is not False)
+
+    return write
 
 
 REPORT_IMAGES = 16  # calibration images the per-layer error report runs (it ranks layers; more adds little)
@@ -398,7 +403,7 @@ def quant_report(model, info, fmt_name: str, calibration: Calibration, spec: Mod
                  images: int = REPORT_IMAGES, options: dict | None = None):
     """The per-layer error report (`quant_report.QuantReport`) of the int8 file `fmt_name` (tflite_int8 or
     onnx_int8) that export would write, on `images` of the calibration images (normalised inputs)."""
-    from .onnx import export_onnx, export_onnx_int8, preprocess_for_quantization
+    from .onnx import export_onnx, preprocess_for_quantization
     from .quant_report import onnx_report, tflite_report
     from .tflite import calibrate_tflite
 
@@ -415,7 +420,5 @@ def quant_report(model, info, fmt_name: str, calibration: Calibration, spec: Mod
     meta = make_metadata(info, spec, graph.input_shape[1:3], FORMATS[fmt_name], "logits")
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-qreport-") as tmp:
         fp32 = export_onnx(graph, Path(tmp) / "fp32.onnx", metadata=meta)
-        int8 = export_onnx_int8(fp32, Path(tmp) / "int8.onnx", metadata=meta, calibration=calibration,
-                                method=options.get("calibration_method") or "minmax",
-                                per_channel=options.get("per_channel") is not False)
+        int8 = _onnx_int8_writer(fp32, meta, calibration, options)(Path(tmp) / "int8.onnx")
         return onnx_report(preprocess_for_quantization(fp32, Path(tmp) / "pre.onnx"), int8, subset, fmt_name)
