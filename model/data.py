@@ -184,6 +184,61 @@ def load_pair(sample, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return img, mask
 
 
+@dataclass(frozen=True)
+class DataCheck:
+    """What `check_dataset` found: every problem (each names its file), and what the masks hold."""
+
+    root: Path
+    images: int
+    problems: tuple[str, ...]
+    class_pixels: tuple[int, ...]  # labelled pixels per class over all readable masks
+    ignore_pixels: int
+    sizes: tuple[tuple[int, int], ...]  # distinct (h, w), at most 10
+
+    def summary(self, class_names: tuple[str, ...]) -> str:
+        total = sum(self.class_pixels) + self.ignore_pixels
+        absent = [n for n, c in zip(class_names, self.class_pixels, strict=True) if c == 0]
+        lines = [f"{self.root}: {self.images} image/mask pairs checked, {len(self.problems)} problem(s)",
+                 f"image sizes: {', '.join(f'{w}x{h}' for h, w in self.sizes)}"
+                 + (" (and more)" if len(self.sizes) >= 10 else ""),
+                 "class pixels: " + ", ".join(f"{n} {100 * c / max(total, 1):.1f}%"
+                                              for n, c in zip(class_names, self.class_pixels, strict=True))
+                 + f", ignore {100 * self.ignore_pixels / max(total, 1):.1f}%"]
+        if absent:
+            lines.append(f"warning: no pixel of {', '.join(absent)} in any mask; those classes cannot be learned "
+                         "or scored")
+        lines += [f"problem: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def check_dataset(ds: FolderDataset, *, progress: bool = False) -> DataCheck:
+    """Read every pair of `ds` and collect every problem (unreadable file, image/mask size mismatch, label
+    >= classes, not a palette/grayscale mask) instead of stopping at the first."""
+    n = ds.num_classes
+    samples = ds.train + ds.val
+    it = samples
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(samples, desc="checking", unit="img", leave=False)
+    problems: list[str] = []
+    counts = np.zeros(n, np.int64)
+    ignore = 0
+    sizes: list[tuple[int, int]] = []
+    for sample in it:
+        try:
+            _, mask = load_pair(sample, n)
+        except UserError as e:
+            problems.append(str(e))
+            continue
+        hist = np.bincount(mask.ravel(), minlength=256)
+        counts += hist[:n]
+        ignore += int(hist[IGNORE_LABEL])
+        if mask.shape not in sizes and len(sizes) < 10:
+            sizes.append(mask.shape)
+    return DataCheck(ds.root, len(samples), tuple(problems), tuple(int(c) for c in counts), ignore, tuple(sizes))
+
+
 def normalize_np(images: np.ndarray, mean, std) -> np.ndarray:
     """uint8 RGB images -> float32 (pixel - mean) / std."""
     return ((images.astype(np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32)

@@ -97,3 +97,32 @@ def test_demo_dataset_is_deterministic(tmp_path):
     assert len(ds.train) == 6 and ds.class_names[0] == "background" and "person" in ds.class_names
     _, masks = load_arrays(ds.val + ds.train, (64, 64), ds.num_classes)
     assert len(np.unique(masks)) > 2  # real instances were pasted
+
+
+def test_data_check_lists_every_problem_with_its_file(tmp_path, capsys):
+    from PIL import Image
+
+    from deeplab_edge.cli import main
+
+    root = tmp_path / "mine"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "class_names.txt").write_text("background\nthing\n")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(root / "images" / f"p{i}.png")
+        Image.fromarray((rng.random((40, 50)) > 0.7).astype(np.uint8), mode="L").save(root / "masks" / f"p{i}.png")
+    assert main(["data", "check", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "8 image/mask pairs checked, 0 problem(s)" in out and "thing" in out
+    Image.fromarray(np.zeros((30, 50), np.uint8), mode="L").save(root / "masks" / "p1.png")  # wrong size
+    Image.fromarray(np.full((40, 50), 7, np.uint8), mode="L").save(root / "masks" / "p2.png")  # label 7 of 2
+    (root / "images" / "p3.png").write_bytes(b"not an image")  # unreadable
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(root / "masks" / "p4.png")  # RGB, not indices
+    assert main(["data", "check", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "4 problem(s)" in out
+    for name in ("p1.png", "p2.png", "p3.png", "p4.png"):
+        assert name in out
+    assert "label(s) [7]" in out and "same size" in out and "mode RGB" in out
+    assert main(["data", "check"]) == 2 and "needs the dataset folder" in capsys.readouterr().err

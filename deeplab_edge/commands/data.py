@@ -6,6 +6,9 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=("check",), help="check DIR: read every image/mask pair of your "
+                   "dataset and list every problem (exit 1 if any), with the class balance")
+    p.add_argument("folder", nargs="?", metavar="DIR", help="the dataset folder to check")
     p.add_argument("--train", type=int, default=2000, help="training images (default 2000)")
     p.add_argument("--val", type=int, default=200, help="validation images (default 200)")
     p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
@@ -13,7 +16,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplab_edge.model.data import scan_folder
+    from deeplab_edge.errors import UserError
+    from deeplab_edge.model.data import check_dataset, scan_folder
+
+    if args.action == "check":
+        if not args.folder:
+            raise UserError("`deeplab-edge data check` needs the dataset folder: deeplab-edge data check DIR.")
+        ds = scan_folder(args.folder)
+        report = check_dataset(ds, progress=True)
+        print(report.summary(ds.class_names))
+        return 1 if report.problems else 0
+    if args.folder:
+        raise UserError(f"Unexpected argument {args.folder!r}; did you mean `deeplab-edge data check {args.folder}`?")
     from deeplab_edge.model.demo_data import demo_dataset
 
     root = demo_dataset(n_train=args.train, n_val=args.val, size=args.size, seed=args.seed)
