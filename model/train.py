@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,23 +61,49 @@ class TrainResult:
     seconds: float
     images_per_second: float
     history: dict = field(default_factory=dict)
+    final_weights_sha256: str = ""  # of the last epoch's weights: equal on every worker of a cluster
+    kept: bool = True  # False for a non-chief worker, whose outputs were scratch and are gone
 
     def to_dict(self) -> dict:
         return {"out_dir": str(self.out_dir), "best_checkpoint": str(self.best_checkpoint),
                 "last_checkpoint": str(self.last_checkpoint), "best_val_miou": self.best_val_miou,
                 "epochs_run": self.epochs_run, "seconds": self.seconds,
-                "images_per_second": self.images_per_second, "history": self.history}
+                "images_per_second": self.images_per_second, "history": self.history,
+                "final_weights_sha256": self.final_weights_sha256}
+
+
+def weights_digest(model) -> str:
+    """sha256 over every weight's bytes, in the model's order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def cluster_role() -> tuple[bool, str] | None:
+    """(is_chief, 'worker 1 of 2') when TF_CONFIG names a cluster of more than one task, else None. The chief
+    is the `chief` task, or worker 0 when the cluster has none (TensorFlow's own rule)."""
+    if not os.environ.get("TF_CONFIG"):
+        return None
+    try:
+        tf_config = json.loads(os.environ["TF_CONFIG"])
+        cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+    except (ValueError, AttributeError):
+        raise UserError("TF_CONFIG is set but is not valid JSON; unset it or fix it.") from None
+    tasks = sum(len(v) for v in cluster.values())
+    if tasks <= 1:
+        return None
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    return chief, f"{kind} {index} of {tasks} tasks"
 
 
 def get_strategy(devices: tuple[str, ...] | None = None) -> tf.distribute.Strategy:
     """MultiWorkerMirrored when TF_CONFIG names a cluster, else Mirrored over this machine's devices."""
-    if os.environ.get("TF_CONFIG"):
-        try:
-            cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
-        except ValueError:
-            raise UserError("TF_CONFIG is set but is not valid JSON; unset it or fix it.") from None
-        if sum(len(v) for v in cluster.values()) > 1:
-            return tf.distribute.MultiWorkerMirroredStrategy()
+    if cluster_role() is not None:
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if devices is None:
         gpus = tf.config.list_logical_devices("GPU")
         devices = tuple(d.name for d in (gpus or tf.config.list_logical_devices("CPU")[:1]))
@@ -283,13 +311,27 @@ class _EpochTimer(keras.callbacks.Callback):
 
 
 def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, settings: TrainSettings,
-          *, preset: str = "", arrays=None, mean=None, std=None) -> TrainResult:
+          *, preset: str = "", arrays=None, mean=None, std=None, _scratch: bool = False) -> TrainResult:
     """Train DeepLabV3+ on `dataset`; write best.keras, last.keras, model_info.json, log.csv, curves.png.
 
     `arrays` (train_x, train_y, val_x, val_y) skips decoding the folder (tests, the demo's cache).
     The input normalisation is `mean`/`std` if given, else the preset's (a resumed run keeps its own);
     it is stored in the checkpoint's info, where export reads it.
+
+    Under MultiWorkerMirroredStrategy (TF_CONFIG) every worker runs this with the same arguments; only the
+    chief writes to `out_dir`. The others save into a scratch folder (saving takes part in the workers'
+    collective ops) that is removed when they finish.
     """
+    role = None if _scratch else cluster_role()
+    if role is not None and not role[0]:
+        if settings.resume:
+            raise UserError("--resume under multi-worker training is not supported; start a new run.")
+        scratch = Path(tempfile.mkdtemp(prefix="deeplab-edge-worker-"))
+        try:
+            return train(config, dataset, scratch, settings, preset=preset, arrays=arrays, mean=mean, std=std,
+                         _scratch=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if config.num_classes != dataset.num_classes:
@@ -380,7 +422,8 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
     ips = (steps * global_batch * max(1, ran - 1) / sum(timer.seconds[1:])) if ran > 1 else (
         steps * global_batch / max(timer.seconds[0], 1e-9))
     result = TrainResult(out, best_path, last_path, best, ran, seconds, ips,
-                         {k: [float(v) for v in vals] for k, vals in hist.history.items()})
+                         {k: [float(v) for v in vals] for k, vals in hist.history.items()},
+                         weights_digest(model), not _scratch)
     write_text_atomic(out / "train_result.json", json.dumps(result.to_dict(), indent=2))
     return result
 

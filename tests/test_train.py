@@ -196,3 +196,50 @@ def test_eval_scores_each_image_at_its_own_size(trained_tiny, synthetic, tmp_pat
                str(tmp_path / "e.json")])
     assert rc == 0 and "each image's own size" in capsys.readouterr().out
     assert json.loads((tmp_path / "e.json").read_text())["resolution"] == "original"
+
+
+@pytest.mark.slow  # two TensorFlow processes on 2 cores: ~60-100 s
+def test_two_workers_train_in_step_and_only_the_chief_writes(synthetic_folder, tmp_path):
+    """MultiWorkerMirroredStrategy for real: two worker processes on 127.0.0.1 (TF_CONFIG, free ports), the
+    same command and --out, the tiny preset for 2 epochs."""
+    import json
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    workers = [f"127.0.0.1:{p}" for p in ports]
+    out, scratch_root = tmp_path / "run", tmp_path / "tmp"
+    scratch_root.mkdir()
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TMPDIR": str(scratch_root), "TF_CPP_MIN_LOG_LEVEL": "3",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "deeplab_edge", "train", "--preset", "tiny", "--data", str(synthetic_folder),
+             "--epochs", "2", "--batch-size", "16", "--out", str(out), "--quiet"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    for p in procs:
+        try:
+            text, _ = p.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        outputs.append(text)
+        assert p.returncode == 0, text[-3000:]
+    digests = [re.search(r"final weights sha256 ([0-9a-f]{64})", t).group(1) for t in outputs]
+    assert digests[0] == digests[1]  # the same weights on both workers
+    assert "outputs were scratch" in outputs[1] and "outputs were scratch" not in outputs[0]
+    for name in ("best.keras", "last.keras", "log.csv", "curves.png", "model_info.json", "train_result.json"):
+        assert (out / name).is_file(), name
+    assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs, written once
+    assert json.loads((out / "train_result.json").read_text())["final_weights_sha256"] == digests[0]
+    assert not any(scratch_root.iterdir())  # the other worker's scratch folder is gone

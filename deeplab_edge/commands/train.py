@@ -53,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
           f"{ds.num_classes} classes)")
     print(f"model: preset {args.preset}: {json.dumps(config.to_dict())}")
     result = train(config, ds, args.out or "runs/edge", settings, preset=args.preset)
+    if not result.kept:
+        print(f"best validation mIoU {100 * result.best_val_miou:.1f}%; this worker's outputs were scratch (the "
+              f"chief writes the run); final weights sha256 {result.final_weights_sha256}")
+        return 0
     print(f"best validation mIoU {100 * result.best_val_miou:.1f}% -> {result.best_checkpoint}")
+    print(f"final weights sha256 {result.final_weights_sha256}")
     print(f"{result.epochs_run} epoch(s) in {result.seconds:.0f} s ({result.images_per_second:.1f} img/s); "
           f"log {result.out_dir / 'log.csv'}, curves {result.out_dir / 'curves.png'}")
     return 0
