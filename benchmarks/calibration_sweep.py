@@ -10,12 +10,11 @@ calibrators; every file is scored on the same held-out images. Writes STEM.json,
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
-from .quant_remedies import export_one
+from .quant_remedies import export_one, load_images, load_model, parser
 from .report import write_record
 from .sysinfo import machine_info, machine_summary
 
@@ -23,28 +22,17 @@ METHODS = (("tflite_int8", "minmax"), ("onnx_int8", "minmax"), ("onnx_int8", "pe
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deeplab_edge.export.calibration import Calibration, calibration_and_verification
-    from deeplab_edge.export.formats import resolve_formats
-    from deeplab_edge.export.pipeline import load_for_export
-    from deeplab_edge.export.spec import model_spec
+    from deeplab_edge.export.calibration import Calibration
     from deeplab_edge.runtime.backends import default_threads
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint")
+    ap = parser(__doc__, "calibration-sweep")
     ap.add_argument("--counts", type=int, nargs="+", default=[1, 4, 16, 64, 200])
-    ap.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
-    ap.add_argument("--per-tensor", action="store_true", help="int8 weights with one scale per tensor")
-    ap.add_argument("--verify-images", type=int, default=200)
-    ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--stem", default="calibration-sweep")
     args = ap.parse_args(argv)
 
-    model, info, ds, _ = load_for_export(args.checkpoint, args.data, None)
-    spec = model_spec(model, info, ds, checkpoint=args.checkpoint)
-    size = tuple(model.input_shape[1:3])
+    model, info, ds, spec = load_model(args)
     counts = sorted(set(c for c in args.counts if c <= len(ds.train)))
-    pool, vx, vy = calibration_and_verification(ds, size, resolve_formats(["tflite_int8"]), max(counts),
-                                                args.verify_images, spec.mean, spec.std)
+    pool, vx, vy = load_images(model, ds, spec, args, max(counts))
+    size = tuple(model.input_shape[1:3])
     options = {"per_channel": False} if args.per_tensor else {}
     results, keras_miou = [], None
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-sweep-") as tmp:

@@ -43,6 +43,37 @@ def rows_spec(per_tensor: bool) -> list[tuple[str, list[str], dict, float | None
     ]
 
 
+def parser(doc: str, stem: str) -> argparse.ArgumentParser:
+    """The arguments this script and calibration_sweep share: a float checkpoint and where to write."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("checkpoint", help="the float checkpoint")
+    ap.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
+    ap.add_argument("--per-tensor", action="store_true", help="int8 weights with one scale per tensor")
+    ap.add_argument("--verify-images", type=int, default=200)
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--stem", default=stem)
+    return ap
+
+
+def load_model(args):
+    """(model, info, dataset, spec) of `parser`'s checkpoint and dataset."""
+    from deeplab_edge.export.pipeline import load_for_export
+    from deeplab_edge.export.spec import model_spec
+
+    model, info, ds, _ = load_for_export(args.checkpoint, args.data, None)
+    return model, info, ds, model_spec(model, info, ds, checkpoint=args.checkpoint)
+
+
+def load_images(model, ds, spec, args, calibration_count: int | None):
+    """(calibration, verify images, verify masks): `calibration_count` training images (None: min(200,
+    available)) and `--verify-images` held-out ones, normalised as the model's spec says."""
+    from deeplab_edge.export.calibration import calibration_and_verification
+    from deeplab_edge.export.formats import resolve_formats
+
+    return calibration_and_verification(ds, tuple(model.input_shape[1:3]), resolve_formats(["tflite_int8"]),
+                                        calibration_count, args.verify_images, spec.mean, spec.std)
+
+
 def export_one(model, info, fmt: str, options: dict, calibration, vx, vy, spec, out: Path, *,
                budget: float | None = None, checkpoint=None):
     """One verified file (`export_all`), judged by numbers only: the pass limits are wide open except
@@ -56,29 +87,17 @@ def export_one(model, info, fmt: str, options: dict, calibration, vx, vy, spec, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deeplab_edge.export.calibration import calibration_and_verification
-    from deeplab_edge.export.formats import resolve_formats
     from deeplab_edge.export.keep_float import p50_ms
-    from deeplab_edge.export.pipeline import load_for_export
-    from deeplab_edge.export.spec import model_spec
     from deeplab_edge.model.checkpoint import load_checkpoint
     from deeplab_edge.runtime.backends import default_threads
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint", help="the float checkpoint")
+    ap = parser(__doc__, "quant-remedies")
     ap.add_argument("--qat", help="best_qat.h5 of `deeplab-edge train --qat-from CHECKPOINT`")
-    ap.add_argument("--data", help="dataset (default: the one the checkpoint was trained on)")
-    ap.add_argument("--per-tensor", action="store_true", help="int8 weights with one scale per tensor")
-    ap.add_argument("--verify-images", type=int, default=200)
-    ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--stem", default="quant-remedies")
     args = ap.parse_args(argv)
 
-    model, info, ds, _ = load_for_export(args.checkpoint, args.data, None)
-    spec = model_spec(model, info, ds, checkpoint=args.checkpoint)
+    model, info, ds, spec = load_model(args)
+    calibration, vx, vy = load_images(model, ds, spec, args, None)
     size = tuple(model.input_shape[1:3])
-    calibration, vx, vy = calibration_and_verification(ds, size, resolve_formats(["tflite_int8"]), None,
-                                                       args.verify_images, spec.mean, spec.std)
     threads = default_threads()
     rows = []
     keras_miou = None

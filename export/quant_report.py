@@ -1,4 +1,4 @@
-"""Per-layer quantisation error of an int8 file against its float model, and the keep-float patterns.
+"""Per-layer quantisation error of an int8 file against its float model (names as `--keep-float` takes them).
 
 TFLite: tf.lite's QuantizationDebugger on the NumericVerify debug file (each op's int8 result beside its
 float result computed from the same int8 inputs: the error that op adds). ONNX: onnxruntime's

@@ -90,7 +90,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
 
 
 def qat_graph(model, config, *, per_tensor: bool = False) -> keras.Model:
-    """`model`'s export graph (exact folding) with fake int8 quantisation, BatchNorm frozen; weights per
+    """`model`'s export graph (exact folding) with BatchNorm folded into the convs and fake int8 quantisation; weights per
     channel (default) or, `per_tensor`, one scale per tensor as the int8 file will have them."""
     from .deeplab import rebuild
 

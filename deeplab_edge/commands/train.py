@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder: best.keras, last.keras, log.csv, curves.png (default runs/edge; "
                    "with --qat-from: runs/edge-qat)")
     p.add_argument("--qat-from", metavar="CHECKPOINT", help="quantisation-aware fine-tuning of this trained float "
-                   "checkpoint (fake int8, BatchNorm frozen; tensorflow-model-optimization): writes best_qat.h5, "
+                   "checkpoint (fake int8, BatchNorm folded into the convs; tensorflow-model-optimization): writes best_qat.h5, "
                    "which `deeplab-edge export` turns into a full-integer tflite_int8 file")
     p.add_argument("--qat-per-tensor", action="store_true", help="with --qat-from: int8 weights with one scale "
                    "per tensor (for accelerators that need it; the export follows)")
