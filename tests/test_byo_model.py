@@ -198,3 +198,19 @@ def test_keras_io_deeplabv3plus_resnet50(synthetic_folder, tmp_path, capsys):
     pred = load_predictor(out / "deeplab_resnet50_fp32.tflite")
     assert pred.meta.class_names == ("background", "red square", "green disc", "blue bar")
     assert pred.meta.input_size == (128, 128)
+
+
+def test_quant_report_and_keep_float_on_a_user_model(user_unet, binary_folder, tmp_path, capsys):
+    """A model deeplab-edge did not train: the report takes the same normalisation flags as export, and its
+    names (fused TFLite ops of the user's Keras layers) are what --keep-float keeps."""
+    flags = ["--data", str(binary_folder), "--input-scale", "0-1", "--class-names", "background,object",
+             "--calibration-count", "8"]
+    assert main(["quant-report", str(user_unet), *flags, "--format", "tflite_int8", "--images", "2",
+                 "--out", str(tmp_path / "qr")]) == 0
+    layers = json.loads((tmp_path / "qr" / "tflite_int8.json").read_text())["layers"]
+    assert layers and all("user_unet/" in e["name"] or ":" in e["name"] for e in layers)
+    capsys.readouterr()
+    assert main(["export", str(user_unet), *flags, "--formats", "tflite_int8", "--keep-float", layers[0]["name"],
+                 "--verify-images", "8", "--out", str(tmp_path / "x")]) == 0
+    kept = json.loads((tmp_path / "x" / "manifest.json").read_text())["files"][0]["keep_float"]["kept_float"]
+    assert kept == [layers[0]["name"]]

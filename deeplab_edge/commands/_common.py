@@ -64,3 +64,25 @@ def model_flags(args: argparse.Namespace) -> dict:
     """The keyword arguments of `load_predictor` that `add_model_flags` defines."""
     return {"input_size": args.input_size, "mean": args.mean, "std": args.std, "class_names": args.class_names,
             "threshold": args.threshold, "output": args.output, "output_kind": args.output_kind}
+
+
+def add_spec_args(p: argparse.ArgumentParser) -> None:
+    """How a model not trained by deeplab-edge was trained (export, quant-report)."""
+    from deeplab_edge.export.spec import INPUT_SCALES
+
+    m = p.add_argument_group("a model not trained by deeplab-edge (or overrides of a checkpoint's model info); "
+                             "also read from a sidecar MODEL.json with the same keys")
+    m.add_argument("--class-names", metavar="a,b,c", help="comma-separated class names (default: the checkpoint's, "
+                   "else the dataset's)")
+    m.add_argument("--input-scale", choices=sorted(INPUT_SCALES), help="how the model's inputs were scaled: "
+                   "-1-1 (x/127.5-1), 0-1 (x/255), 0-255 (raw), imagenet (mean/std of ImageNet)")
+    m.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation mean on 0..255 pixels")
+    m.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation std on 0..255 pixels")
+
+
+def spec_from_args(model, info, ds, args: argparse.Namespace):
+    """The model's `ModelSpec` with `add_spec_args`' overrides."""
+    from deeplab_edge.export.spec import model_spec
+
+    return model_spec(model, info, ds, checkpoint=args.checkpoint, class_names=args.class_names, mean=args.mean,
+                      std=args.std, input_scale=args.input_scale)

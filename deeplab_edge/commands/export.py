@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_arg
+from ._common import add_data_arg, add_spec_args, spec_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from deeplab_edge.export.formats import FORMATS
-    from deeplab_edge.export.spec import INPUT_SCALES
 
     p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras), or any tf-keras "
                    "segmentation model saved as .keras/.h5 (N-class scores or one foreground channel)")
@@ -18,14 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"formats to write: {', '.join(FORMATS)}; default: all but tflite_int16x8; 'all': every one")
     p.add_argument("--name", help="file name stem (default: the checkpoint's preset, or 'model')")
     add_data_arg(p, required_hint=" or the dataset the checkpoint was trained on")
-    m = p.add_argument_group("a model not trained by deeplab-edge (or overrides of a checkpoint's model info); "
-                             "also read from a sidecar MODEL.json with the same keys")
-    m.add_argument("--class-names", metavar="a,b,c", help="comma-separated class names (default: the checkpoint's, "
-                   "else the dataset's)")
-    m.add_argument("--input-scale", choices=sorted(INPUT_SCALES), help="how the model's inputs were scaled: "
-                   "-1-1 (x/127.5-1), 0-1 (x/255), 0-255 (raw), imagenet (mean/std of ImageNet)")
-    m.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation mean on 0..255 pixels")
-    m.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation std on 0..255 pixels")
+    add_spec_args(p)
     o = p.add_argument_group("format options (refused when no chosen format accepts them)")
     o.add_argument("--calibration-count", type=int,
                    help="int8: real training images to calibrate on (default 200, or all when fewer)")
@@ -86,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
 
     from deeplab_edge.export.calibration import calibration_and_verification
     from deeplab_edge.export.pipeline import check_free, export_all, formats_for, load_for_export
-    from deeplab_edge.export.spec import model_spec
     from deeplab_edge.export.verify import Thresholds
 
     if args.input_size and min(args.input_size) <= 0:
@@ -103,8 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.checkpoint} was built for {model.input_shape[1]}x{model.input_shape[2]} inputs and "
                         "has no deeplab-edge model info to rebuild it from; drop --input-size.")
     check_free(args.out, name, chosen, args.force)
-    spec = model_spec(model, info, ds, checkpoint=args.checkpoint, class_names=args.class_names, mean=args.mean,
-                      std=args.std, input_scale=args.input_scale)
+    spec = spec_from_args(model, info, ds, args)
     for note in spec.notes:
         print(f"[export] note: {note}", flush=True)
     if any(f.name == "tflite_int8" for f in chosen) and args.io_type in ("int8", "uint8"):

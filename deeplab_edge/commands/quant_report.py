@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_arg
+from ._common import add_data_arg, add_spec_args, spec_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="int8 weights with one scale per tensor")
     p.add_argument("--images", type=int, default=16, help="calibration images the report runs (default 16)")
     p.add_argument("--top", type=int, default=15, help="worst tensors to print (default 15)")
+    add_spec_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,12 +30,11 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.export.formats import resolve_formats
     from deeplab_edge.export.pipeline import load_for_export, quant_report
     from deeplab_edge.export.quant_report import short
-    from deeplab_edge.export.spec import model_spec
 
     if args.images <= 0 or args.top <= 0:
         raise UserError(f"--images and --top must be positive; received {args.images} and {args.top}.")
     model, info, ds, _ = load_for_export(args.checkpoint, args.data, None)
-    spec = model_spec(model, info, ds, checkpoint=args.checkpoint)
+    spec = spec_from_args(model, info, ds, args)
     size = tuple(model.input_shape[1:3])
     if None in size:
         raise UserError(f"{args.checkpoint} takes inputs of any size; quant-report needs a fixed-size model.")
