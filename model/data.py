@@ -6,6 +6,7 @@ Label 255 means "ignore" everywhere: in the loss, the metrics and the padding of
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,31 +212,72 @@ class DataCheck:
         return "\n".join(lines)
 
 
-def check_dataset(ds: FolderDataset, *, progress: bool = False) -> DataCheck:
-    """Read every pair of `ds` and collect every problem (unreadable file, image/mask size mismatch, label
-    >= classes, not a palette/grayscale mask) instead of stopping at the first."""
-    n = ds.num_classes
-    samples = ds.train + ds.val
-    it = samples
-    if progress:
-        from tqdm import tqdm
+def _image_size(path: Path) -> tuple[int, int]:
+    """(h, w) of an image as `read_image` would return it (EXIF rotation applied), from its header only."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            return (w, h) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (h, w)
+    except FileNotFoundError:
+        raise UserError(f"Image {path} does not exist.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"Cannot read image {path}: {e}. Replace or remove the file.") from None
 
-        it = tqdm(samples, desc="checking", unit="img", leave=False)
+
+def _check_pair(sample: Sample, num_classes: int, quick: bool) -> np.ndarray:
+    """The mask's label histogram (256 bins) after the checks of `load_pair`; `quick` reads only the image's
+    header (its size), not its pixels."""
+    if quick:
+        mask = read_mask(sample.mask)
+        size = _image_size(sample.image)
+        if size != mask.shape:
+            raise UserError(f"Image {sample.image} is {size[1]}x{size[0]} but its mask {sample.mask} is "
+                            f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size.")
+        bad = np.unique(mask[(mask >= num_classes) & (mask != IGNORE_LABEL)])
+        if bad.size:
+            raise UserError(f"Mask {sample.mask} has label(s) {bad.tolist()} but there are {num_classes} classes "
+                            f"(valid labels 0..{num_classes - 1}, and {IGNORE_LABEL} = ignore).")
+    else:
+        _, mask = load_pair(sample, num_classes)
+    return np.bincount(mask.ravel(), minlength=256), mask.shape
+
+
+def check_dataset(ds: FolderDataset, *, quick: bool = False, progress: bool = False,
+                  samples=None) -> DataCheck:
+    """Read every pair of `ds` (or `samples`) and collect every problem (unreadable file, image/mask size
+    mismatch, label >= classes, not a palette/grayscale mask) instead of stopping at the first. Threads read
+    the files in parallel. `quick` decodes masks but reads only the images' headers: a truncated image is
+    then found when training decodes it (the error names it too)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = ds.num_classes
+    samples = ds.train + ds.val if samples is None else tuple(samples)
+
+    def one(sample):
+        try:
+            return _check_pair(sample, n, quick)
+        except UserError as e:
+            return str(e)
+
     problems: list[str] = []
     counts = np.zeros(n, np.int64)
     ignore = 0
     sizes: list[tuple[int, int]] = []
-    for sample in it:
-        try:
-            _, mask = load_pair(sample, n)
-        except UserError as e:
-            problems.append(str(e))
-            continue
-        hist = np.bincount(mask.ravel(), minlength=256)
-        counts += hist[:n]
-        ignore += int(hist[IGNORE_LABEL])
-        if mask.shape not in sizes and len(sizes) < 10:
-            sizes.append(mask.shape)
+    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+        it = pool.map(one, samples, chunksize=16)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=len(samples), desc="checking", unit="img", leave=False)
+        for r in it:
+            if isinstance(r, str):
+                problems.append(r)
+                continue
+            hist, shape = r
+            counts += hist[:n]
+            ignore += int(hist[IGNORE_LABEL])
+            if shape not in sizes and len(sizes) < 10:
+                sizes.append(shape)
     return DataCheck(ds.root, len(samples), tuple(problems), tuple(int(c) for c in counts), ignore, tuple(sizes))
 
 
@@ -244,41 +286,122 @@ def normalize_np(images: np.ndarray, mean, std) -> np.ndarray:
     return ((images.astype(np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32)
 
 
-def make_tf_dataset(images: np.ndarray, masks: np.ndarray, *, batch_size: int, training: bool, mean, std,
-                    seed: int = 0, scale_range: tuple[float, float] = (0.75, 1.5)):
-    """tf.data pipeline: random scale, pad (the mean colour; ignore label in the mask), random crop, flip,
-    normalise (pixel - mean) / std, batch, prefetch."""
+DATA_ERROR = "deeplab-edge data error: "  # marks a UserError raised inside the tf.data pipeline
+SHUFFLE_BUFFER = 256  # decoded pairs held for shuffling when a cache replays them in a fixed order
+
+
+def _decode_pair(image_path: bytes, mask_path: bytes, num_classes) -> tuple[np.ndarray, np.ndarray]:
+    """tf.numpy_function body: `load_pair` on two paths; a data problem travels out with a marker."""
+    try:
+        return load_pair(Sample(Path(image_path.decode()), Path(mask_path.decode())), int(num_classes))
+    except UserError as e:
+        raise ValueError(DATA_ERROR + str(e)) from None
+
+
+def data_error(error: Exception) -> UserError | None:
+    """The UserError behind a tf.data failure that `_decode_pair` raised (it names the file), else None."""
+    text = str(error)
+    if DATA_ERROR not in text:
+        return None
+    return UserError(text.split(DATA_ERROR, 1)[1].splitlines()[0].strip())
+
+
+def cache_key(samples) -> str:
+    """A digest of the files' paths, sizes and modification times: a changed dataset gets a new cache file."""
+    h = hashlib.sha256()
+    for s in samples:
+        for p in (s.image, s.mask):
+            st = p.stat()
+            h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def file_pairs(samples, num_classes: int, *, seed: int | None = None, shard: tuple[int, int] = (1, 0),
+               cache: str | None = None):
+    """tf.data of (uint8 HxWx3 image, uint8 HxW mask) at each file's own size, decoded from the file paths in
+    parallel (Pillow through tf.numpy_function: EXIF rotation, palette masks, the same checks and messages as
+    `load_pair`).
+
+    `shard` = (pipelines, index) keeps every pipelines-th file (one worker's share). `seed`: the file order is
+    reshuffled every pass (only paths are held, so memory does not grow with the dataset); None keeps it.
+    `cache`: "memory" or a folder keeps the decoded pairs after the first pass (tf.data cache files named by
+    `cache_key`); the cached pairs are then shuffled in a buffer of SHUFFLE_BUFFER.
+    """
+    from ._keras import tf
+
+    ds = tf.data.Dataset.from_tensor_slices(([str(s.image) for s in samples], [str(s.mask) for s in samples]))
+    if shard[0] > 1:
+        ds = ds.shard(*shard)
+    if seed is not None and cache is None:
+        ds = ds.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
+
+    def decode(image_path, mask_path):
+        img, mask = tf.numpy_function(_decode_pair, [image_path, mask_path, num_classes], [tf.uint8, tf.uint8],
+                                      stateful=False)
+        return tf.ensure_shape(img, [None, None, 3]), tf.ensure_shape(mask, [None, None])
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache is not None:
+        if cache == "memory":
+            ds = ds.cache()
+        else:
+            folder = Path(cache)
+            folder.mkdir(parents=True, exist_ok=True)
+            ds = ds.cache(str(folder / f"pairs-{cache_key(samples)}-{shard[1]}of{shard[0]}"))
+        if seed is not None:
+            ds = ds.shuffle(min(SHUFFLE_BUFFER, len(samples)), seed=seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def array_pairs(images: np.ndarray, masks: np.ndarray, *, seed: int | None = None):
+    """tf.data of in-memory (image, mask) uint8 pairs (tests, small sets); `seed` reshuffles every pass."""
+    from ._keras import tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, masks))
+    return ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if seed is not None else ds
+
+
+def make_tf_dataset(pairs, size: tuple[int, int], *, batch_size: int, training: bool, mean, std,
+                    scale_range: tuple[float, float] = (0.75, 1.5)):
+    """Model batches from a dataset of uint8 (image, mask) pairs of any size (`file_pairs`, `array_pairs`).
+
+    Training: one resample from the pair's own resolution to the model size times a random scale in
+    `scale_range` (image bilinear with antialiasing, mask nearest), pad (the mean colour; the ignore label in
+    the mask), random crop to `size`, random flip. Otherwise: the whole image resized to `size`, as the
+    runtime does. Then (pixel - mean) / std, batch (dropping a last partial batch when training), prefetch.
+    """
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     from ._keras import tf
 
-    h, w = images.shape[1:3]
-    ds = tf.data.Dataset.from_tensor_slices((images, masks))
-    if training:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    h, w = int(size[0]), int(size[1])
+
+    def resize(img, mask, nh, nw):
+        img = tf.image.resize(tf.cast(img, tf.float32), (nh, nw), method="bilinear", antialias=True)
+        mask = tf.image.resize(tf.cast(mask[..., None], tf.int32), (nh, nw), method="nearest")
+        return img, mask
 
     def augment(img, mask):
-        img = tf.cast(img, tf.float32)
-        mask = tf.cast(mask[..., None], tf.int32)
         s = tf.random.uniform([], *scale_range)
         nh = tf.cast(tf.round(h * s), tf.int32)
         nw = tf.cast(tf.round(w * s), tf.int32)
-        img = tf.image.resize(img, (nh, nw), method="bilinear")
-        mask = tf.image.resize(mask, (nh, nw), method="nearest")
+        img, mask = resize(img, mask, nh, nw)
         ph, pw = tf.maximum(h - nh, 0), tf.maximum(w - nw, 0)
         img = tf.pad(img - tf.constant(mean), [[0, ph], [0, pw], [0, 0]]) + tf.constant(mean)
         mask = tf.pad(mask - IGNORE_LABEL, [[0, ph], [0, pw], [0, 0]]) + IGNORE_LABEL
         both = tf.concat([img, tf.cast(mask, tf.float32)], axis=-1)
         both = tf.image.random_crop(both, (h, w, 4))
         both = tf.image.random_flip_left_right(both)
-        return both[..., :3], tf.cast(both[..., 3], tf.uint8)
+        return both[..., :3], both[..., 3]
+
+    def whole(img, mask):
+        img, mask = resize(img, mask, h, w)
+        return img, mask[..., 0]
 
     def finish(img, mask):
-        img = (tf.cast(img, tf.float32) - tf.constant(mean)) / tf.constant(std)
-        return img, tf.cast(mask, tf.int32)
+        img = (tf.clip_by_value(img, 0.0, 255.0) - tf.constant(mean)) / tf.constant(std)
+        return tf.ensure_shape(img, [h, w, 3]), tf.ensure_shape(tf.cast(mask, tf.int32), [h, w])
 
-    if training:
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = pairs.map(lambda i, m: finish(*(augment if training else whole)(i, m)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
 
 

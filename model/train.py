@@ -18,7 +18,7 @@ from deeplab_edge.fileio import write_text_atomic
 
 from ._keras import keras, tf
 from .checkpoint import ModelInfo, embed_info, load_checkpoint, read_info, write_info
-from .data import FolderDataset, load_arrays, make_tf_dataset
+from .data import FolderDataset, array_pairs, check_dataset, data_error, file_pairs, make_tf_dataset
 from .deeplab import build_deeplabv3plus, check_config
 from .losses import IgnoreLabelCrossEntropy, IgnoreLabelMeanIoU
 from .presets import DEFAULT_MEAN, DEFAULT_STD, PRESETS, DeepLabConfig, get_preset
@@ -38,6 +38,7 @@ class TrainSettings:
     backbone_weights: str | None = None
     devices: tuple[str, ...] | None = None  # for MirroredStrategy; None = all visible
     bn_recalibration_steps: int = 20
+    cache: str | None = None  # None: decode every pass; "memory" or a folder: keep decoded pairs (file_pairs)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "steps_per_epoch", "max_train_images"):
@@ -310,6 +311,20 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._t)
 
 
+def quick_scan(dataset: FolderDataset, samples, *, verbose: int = 1) -> None:
+    """Before training: every mask decoded and every image's header read (`check_dataset(quick=True)`); a
+    UserError lists the problems, each naming its file."""
+    t0 = time.perf_counter()
+    report = check_dataset(dataset, quick=True, samples=samples)
+    if report.problems:
+        shown = "\n  ".join(report.problems[:10])
+        more = f"\n  ... and {len(report.problems) - 10} more" if len(report.problems) > 10 else ""
+        raise UserError(f"{len(report.problems)} problem(s) in {dataset.root} (of {report.images} pairs):\n  {shown}"
+                        f"{more}\nFix or remove these files; `deeplab-edge data check {dataset.root}` lists them all.")
+    if verbose:
+        print(f"data scan: {report.images} pairs OK in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
 def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, settings: TrainSettings,
           *, preset: str = "", arrays=None, mean=None, std=None, _scratch: bool = False) -> TrainResult:
     """Train DeepLabV3+ on `dataset`; write best.keras, last.keras, model_info.json, log.csv, curves.png.
@@ -352,14 +367,15 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
     check_config(config)  # a bad size or backbone is refused before any data is decoded
     keras.utils.set_random_seed(settings.seed)
 
+    train_samples = dataset.train[: settings.max_train_images] if settings.max_train_images else dataset.train
     if arrays is None:
-        train_samples = dataset.train[: settings.max_train_images] if settings.max_train_images else dataset.train
-        tx, ty = load_arrays(train_samples, config.input_size, dataset.num_classes, progress=settings.verbose > 0)
-        vx, vy = load_arrays(dataset.val, config.input_size, dataset.num_classes, progress=settings.verbose > 0)
+        quick_scan(dataset, train_samples + dataset.val, verbose=settings.verbose)
+        n_train = len(train_samples)
     else:
         tx, ty, vx, vy = arrays
-    if len(tx) < settings.batch_size:
-        raise UserError(f"{len(tx)} training images is fewer than the batch size {settings.batch_size}; "
+        n_train = len(tx)
+    if n_train < settings.batch_size:
+        raise UserError(f"{n_train} training images is fewer than the batch size {settings.batch_size}; "
                         "lower --batch-size or add images.")
     if resuming:
         info = read_info(last_path)
@@ -372,10 +388,28 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
     norm_kw = {"mean": info.mean if info else DEFAULT_MEAN, "std": info.std if info else DEFAULT_STD}
     strategy = get_strategy(settings.devices)
     global_batch = settings.batch_size
-    train_ds = make_tf_dataset(tx, ty, batch_size=global_batch, training=True, seed=settings.seed, **norm_kw)
-    val_ds = make_tf_dataset(vx, vy, batch_size=global_batch, training=False, **norm_kw) if len(vx) else None
-    steps = settings.steps_per_epoch or max(1, len(tx) // global_batch)
-    train_ds = train_ds.repeat()
+    size, n = config.input_size, dataset.num_classes
+
+    def pairs(which: str, seed: int | None, shard: tuple[int, int] = (1, 0)):
+        if arrays is not None:
+            x, y = (tx, ty) if which == "train" else (vx, vy)
+            return array_pairs(x, y, seed=seed).shard(*shard)
+        samples = train_samples if which == "train" else dataset.val
+        return file_pairs(samples, n, seed=seed, shard=shard, cache=settings.cache if which == "train" else None)
+
+    def train_input(ctx):  # one input pipeline per worker, over its share of the files
+        return make_tf_dataset(pairs("train", settings.seed, (ctx.num_input_pipelines, ctx.input_pipeline_id)),
+                               size, batch_size=ctx.get_per_replica_batch_size(global_batch), training=True,
+                               **norm_kw).repeat()
+
+    train_ds = strategy.distribute_datasets_from_function(train_input)
+    val_ds = None
+    if (len(vx) if arrays is not None else len(dataset.val)):
+        val_ds = make_tf_dataset(pairs("val", None), size, batch_size=global_batch, training=False, **norm_kw)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        val_ds = val_ds.with_options(options)
+    steps = settings.steps_per_epoch or max(1, n_train // global_batch)
     monitor = "val_miou" if val_ds is not None else "miou"
 
     if not resuming:
@@ -400,7 +434,9 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
 
     timer = _EpochTimer()
 
-    calib_ds = make_tf_dataset(tx, ty, batch_size=global_batch, training=False, **norm_kw).shuffle(64, seed=settings.seed)
+    # Un-augmented training images in a seeded order: the same batches on every worker of a cluster.
+    calib_ds = make_tf_dataset(pairs("train", settings.seed + 1), size, batch_size=global_batch, training=False,
+                               **norm_kw)
     callbacks = [
         timer,  # first: time training steps only
         RecalibrateBatchNorm(calib_ds, val_ds, settings.bn_recalibration_steps, settings.verbose),
@@ -411,8 +447,11 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
         keras.callbacks.CSVLogger(str(log_path), append=initial_epoch > 0),
     ]
     t0 = time.perf_counter()
-    hist = model.fit(train_ds, epochs=settings.epochs, initial_epoch=initial_epoch,
-                     steps_per_epoch=steps, callbacks=callbacks, verbose=settings.verbose)
+    try:
+        hist = model.fit(train_ds, epochs=settings.epochs, initial_epoch=initial_epoch,
+                         steps_per_epoch=steps, callbacks=callbacks, verbose=settings.verbose)
+    except tf.errors.OpError as e:
+        raise (data_error(e) or e) from None
     seconds = time.perf_counter() - t0
     rows = _read_log(log_path)
     best = max((float(r[monitor]) for r in rows if r.get(monitor)), default=0.0)
@@ -452,14 +491,18 @@ def train_qat(checkpoint: str | Path, dataset, out_dir: str | Path, settings, *,
     keras.utils.set_random_seed(settings.seed)
     size = info.config.input_size
     train = dataset.train[: settings.max_train_images] if settings.max_train_images else dataset.train
-    tx, ty = load_arrays(train, size, dataset.num_classes, progress=settings.verbose > 0)
-    vx, vy = load_arrays(dataset.val, size, dataset.num_classes, progress=settings.verbose > 0)
-    if len(vx) == 0:
+    if not dataset.val:
         raise UserError(f"{dataset.root} has no validation images; QAT keeps the best epoch by validation mIoU.")
+    quick_scan(dataset, train + dataset.val, verbose=settings.verbose)
+    if len(train) < settings.batch_size:
+        raise UserError(f"{len(train)} training images is fewer than the batch size {settings.batch_size}; "
+                        "lower --batch-size or add images.")
     norm = {"mean": info.mean, "std": info.std}
-    train_ds = make_tf_dataset(tx, ty, batch_size=settings.batch_size, training=True, seed=settings.seed, **norm)
-    val_ds = make_tf_dataset(vx, vy, batch_size=settings.batch_size, training=False, **norm)
-    steps = settings.steps_per_epoch or max(1, len(tx) // settings.batch_size)
+    n = dataset.num_classes
+    train_ds = make_tf_dataset(file_pairs(train, n, seed=settings.seed, cache=settings.cache), size,
+                               batch_size=settings.batch_size, training=True, **norm)
+    val_ds = make_tf_dataset(file_pairs(dataset.val, n), size, batch_size=settings.batch_size, training=False, **norm)
+    steps = settings.steps_per_epoch or max(1, len(train) // settings.batch_size)
     qat = qat_graph(model, info.config, per_tensor=per_tensor)
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, max(1, settings.epochs * steps),
                                                       alpha=0.02)
@@ -471,14 +514,17 @@ def train_qat(checkpoint: str | Path, dataset, out_dir: str | Path, settings, *,
                                                                      "epochs": settings.epochs,
                                                                      "per_tensor": per_tensor,
                                                                      "learning_rate": settings.learning_rate}})
-    start = qat.evaluate(val_ds, verbose=0, return_dict=True)["miou"]
-    progress(f"QAT start (fake int8, before fine-tuning): val mIoU {100 * start:.1f}%")
-    t0 = time.perf_counter()
-    hist = qat.fit(train_ds.repeat(), epochs=settings.epochs, steps_per_epoch=steps, validation_data=val_ds,
-                   verbose=settings.verbose, callbacks=[
-                       keras.callbacks.ModelCheckpoint(str(best), monitor="val_miou", mode="max", save_best_only=True,
-                                                       save_weights_only=True, verbose=0),
-                       keras.callbacks.CSVLogger(str(out / "log.csv"))])
+    try:
+        start = qat.evaluate(val_ds, verbose=0, return_dict=True)["miou"]
+        progress(f"QAT start (fake int8, before fine-tuning): val mIoU {100 * start:.1f}%")
+        t0 = time.perf_counter()
+        hist = qat.fit(train_ds.repeat(), epochs=settings.epochs, steps_per_epoch=steps, validation_data=val_ds,
+                       verbose=settings.verbose, callbacks=[
+                           keras.callbacks.ModelCheckpoint(str(best), monitor="val_miou", mode="max",
+                                                           save_best_only=True, save_weights_only=True, verbose=0),
+                           keras.callbacks.CSVLogger(str(out / "log.csv"))])
+    except tf.errors.OpError as e:
+        raise (data_error(e) or e) from None
     seconds = time.perf_counter() - t0
     write_info(out, qat_info)
     vals = [float(v) for v in hist.history.get("val_miou", [])]

@@ -43,7 +43,7 @@ def trained_tiny(tmp_path_factory, synthetic, synthetic_folder):
     cfg = get_preset("tiny").config.replace(num_classes=ds.num_classes)
     result = train(cfg, ds, out, TrainSettings(epochs=6, batch_size=16, learning_rate=5e-3, verbose=0,
                                                              bn_recalibration_steps=5),
-                   preset="tiny", arrays=synthetic)
+                   preset="tiny")  # streamed from the folder, as users train
     return Path(out), result
 
 

@@ -126,3 +126,88 @@ def test_data_check_lists_every_problem_with_its_file(tmp_path, capsys):
         assert name in out
     assert "label(s) [7]" in out and "same size" in out and "mode RGB" in out
     assert main(["data", "check"]) == 2 and "needs the dataset folder" in capsys.readouterr().err
+
+
+def _iterate(ds):
+    return [(i.numpy(), m.numpy()) for i, m in ds]
+
+
+def test_file_pairs_stream_each_file_at_its_own_size_shard_and_cache(tmp_path, arrays):
+    from deeplab_edge.model.data import cache_key, file_pairs, load_pair
+
+    x, y = arrays
+    root = write_folder(x, y, tmp_path / "d", layout="plain")
+    Image.fromarray(np.zeros((50, 90, 3), np.uint8)).save(root / "images" / "img_0003.png")  # another size
+    save_mask(np.ones((50, 90), np.uint8), root / "masks" / "img_0003.png")
+    samples = scan_folder(root, val_fraction=0.0).train
+    plain = _iterate(file_pairs(samples, 4))
+    for s, (img, mask) in zip(samples, plain, strict=True):
+        ref_img, ref_mask = load_pair(s, 4)
+        np.testing.assert_array_equal(img, ref_img)
+        np.testing.assert_array_equal(mask, ref_mask)
+    assert {p[0].shape for p in plain} == {(64, 64, 3), (50, 90, 3)}
+    key = lambda pairs: sorted(p[0].tobytes() for p in pairs)  # noqa: E731
+    shards = [_iterate(file_pairs(samples, 4, shard=(2, k))) for k in (0, 1)]
+    assert len(shards[0]) == (len(samples) + 1) // 2 and key(shards[0] + shards[1]) == key(plain)
+    ds = file_pairs(samples, 4, seed=5)
+    first, second = _iterate(ds), _iterate(ds)
+    assert key(first) == key(plain) and [p[0].tobytes() for p in first] != [p[0].tobytes() for p in second]
+    assert key(_iterate(file_pairs(samples, 4, cache="memory", seed=1))) == key(plain)
+    cached = file_pairs(samples, 4, cache=str(tmp_path / "cache"))
+    assert key(_iterate(cached)) == key(plain) and key(_iterate(cached)) == key(plain)
+    before = cache_key(samples)
+    assert list((tmp_path / "cache").glob(f"pairs-{before}-0of1*"))
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / "images" / "img_0005.png")
+    assert cache_key(samples) != before  # a changed file gets a new cache file
+
+
+def test_training_batches_come_from_the_original_resolution(tmp_path):
+    from deeplab_edge.model.data import array_pairs, make_tf_dataset
+
+    # A 200x120 image of vertical stripes, mask = stripe or not. Scale 0.5 of the 128x128 model size: one
+    # resample of the original to 64x64 in the corner of the crop; the rest is padding (ignore label, mean).
+    img = np.zeros((120, 200, 3), np.uint8)
+    img[:, ::4] = img[:, 1::4] = 200
+    mask = (img[..., 0] > 0).astype(np.uint8)
+    pairs = array_pairs(img[None].repeat(4, 0), mask[None].repeat(4, 0))
+    mean, std = (10.0, 10.0, 10.0), (2.0, 2.0, 2.0)
+    ds = make_tf_dataset(pairs, (128, 128), batch_size=4, training=True, mean=mean, std=std, scale_range=(0.5, 0.5))
+    x, y = next(iter(ds))
+    x, y = x.numpy(), y.numpy()
+    assert x.shape == (4, 128, 128, 3) and y.shape == (4, 128, 128)
+    for xi, yi in zip(x, y, strict=True):
+        inside = yi != 255
+        assert inside.sum() == 64 * 64 and (inside[:64, :64].all() or inside[:64, 64:].all())  # maybe flipped
+        np.testing.assert_allclose(xi[~inside], 0.0, atol=1e-5)  # padding = the mean colour -> 0
+        assert set(np.unique(yi[inside])) == {0, 1}
+    whole = make_tf_dataset(pairs, (60, 100), batch_size=4, training=False, mean=mean, std=std)
+    x, y = next(iter(whole))
+    np.testing.assert_array_equal(y.numpy()[0], mask[::2, ::2])  # nearest from the original mask
+
+
+def test_training_names_a_bad_file_before_and_during_training(tmp_path, arrays):
+    import tensorflow as tf
+
+    from deeplab_edge.model.data import data_error, file_pairs
+    from deeplab_edge.model.presets import get_preset
+    from deeplab_edge.model.train import TrainSettings, train
+
+    x, y = arrays
+    y = y.copy()
+    y[4, :3, :3] = 9
+    root = write_folder(x, y, tmp_path / "d", layout="voc", val_count=2)
+    ds = scan_folder(root)
+    cfg = get_preset("tiny").config.replace(num_classes=4)
+    settings = TrainSettings(epochs=1, batch_size=4, verbose=0)
+    with pytest.raises(UserError, match=r"(?s)1 problem\(s\).*img_0004\.png has label\(s\) \[9\]"):
+        train(cfg, ds, tmp_path / "run", settings, preset="tiny")
+    assert not (tmp_path / "run" / "best.keras").exists()
+    # A JPEG cut short keeps a readable header: the quick scan passes it, decoding names it.
+    buf = tmp_path / "full.jpg"
+    Image.fromarray(x[6]).save(buf, quality=95)
+    (root / "JPEGImages" / "img_0006.jpg").write_bytes(buf.read_bytes()[:400])
+    (root / "JPEGImages" / "img_0006.png").unlink()
+    with pytest.raises(tf.errors.OpError) as e:
+        _iterate(file_pairs(scan_folder(root).train[4:], 4))
+    err = data_error(e.value)
+    assert err is not None and "img_0006.jpg" in str(err) and "truncated" in str(err)

@@ -124,14 +124,15 @@ def test_preset_normalisation_flows_refuses_overwrite_and_resumes(tmp_path, synt
     from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.model import presets
     from deeplab_edge.model.checkpoint import load_checkpoint
-    from deeplab_edge.model.data import make_tf_dataset, scan_folder
+    from deeplab_edge.model.data import array_pairs, make_tf_dataset, scan_folder
     from deeplab_edge.model.train import TrainSettings, train
     from deeplab_edge.runtime import load_predictor
 
     unit = dataclasses.replace(presets.PRESETS["tiny"], name="tiny01", mean=(0.0, 0.0, 0.0), std=(255.0,) * 3)
     monkeypatch.setitem(presets.PRESETS, "tiny01", unit)
     tx, ty, _, _ = synthetic
-    x, _ = next(iter(make_tf_dataset(tx[:4], ty[:4], batch_size=4, training=False, mean=unit.mean, std=unit.std)))
+    x, _ = next(iter(make_tf_dataset(array_pairs(tx[:4], ty[:4]), tx.shape[1:3], batch_size=4, training=False,
+                                     mean=unit.mean, std=unit.std)))
     np.testing.assert_allclose(x.numpy(), tx[:4] / 255.0, atol=1e-6)  # what the model is trained on
     ds = scan_folder(synthetic_folder)
     cfg = unit.config.replace(num_classes=ds.num_classes)

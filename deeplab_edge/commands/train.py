@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--max-train-images", type=int, help="use only the first N training images")
     t.add_argument("--backbone-weights", metavar="FILE", help="local weights file for the backbone "
                    "(loaded by layer name; nothing is downloaded)")
+    t.add_argument("--cache", metavar="memory|DIR", help="keep the decoded images after the first pass: in RAM "
+                   "(`memory`; needs the decoded dataset's size in RAM) or as tf.data cache files in DIR (a changed "
+                   "dataset gets new files). Default: decode from disk every pass, RAM independent of dataset size")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from last.keras")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=lr,
                              steps_per_epoch=args.steps_per_epoch, max_train_images=args.max_train_images,
                              seed=args.seed, resume=args.resume, verbose=2 if args.quiet else 1,
-                             backbone_weights=args.backbone_weights)
+                             backbone_weights=args.backbone_weights, cache=_cache(args.cache))
     if args.qat_from:
         return _qat(args, settings)
     ds = open_dataset(args.data)
@@ -62,6 +65,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.epochs_run} epoch(s) in {result.seconds:.0f} s ({result.images_per_second:.1f} img/s); "
           f"log {result.out_dir / 'log.csv'}, curves {result.out_dir / 'curves.png'}")
     return 0
+
+
+def _cache(value: str | None) -> str | None:
+    from pathlib import Path
+
+    from deeplab_edge.errors import UserError
+
+    if value is None or value == "memory":
+        return value
+    if Path(value).exists() and not Path(value).is_dir():
+        raise UserError(f"--cache {value} is a file; pass `memory` or a folder for the cache files.")
+    return value
 
 
 def _qat(args: argparse.Namespace, settings) -> int:
