@@ -65,6 +65,42 @@ def make_unique(root: Path, n: int) -> Path:
     return root
 
 
+def decode_rates(folder: Path, count: int, size: int = 128) -> list[dict]:
+    """Pairs per second through decode + augment to `size` + batch 8, over `count` pairs: `file_pairs` with
+    tf.io for the images (as training runs it: the quick scan marks which images tf.io may decode; masks go
+    through Pillow, since TensorFlow expands palette PNGs to RGB), `file_pairs` with Pillow for every image
+    (tf.numpy_function, parallel calls), and Pillow in a Python generator."""
+    from deeplab_edge.model._keras import tf
+    from deeplab_edge.model.data import check_dataset, file_pairs, load_pair, make_tf_dataset, scan_folder
+
+    ds = scan_folder(folder)
+    samples = ds.train[:count]
+    native = check_dataset(ds, quick=True, samples=samples).native
+    norm = {"mean": (127.5,) * 3, "std": (127.5,) * 3}
+
+    def generator_pairs():
+        def gen():
+            for s in samples:
+                yield load_pair(s, ds.num_classes)
+        return tf.data.Dataset.from_generator(gen, output_signature=(
+            tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None], tf.uint8)))
+
+    rows = []
+    for name, make in (("tf.io images + Pillow masks, parallel (used)",
+                        lambda: file_pairs(samples, ds.num_classes, native=native)),
+                       ("Pillow images + masks, tf.numpy_function, parallel", lambda: file_pairs(samples, ds.num_classes)),
+                       ("Pillow, Python generator", generator_pairs)):
+        best = 0.0
+        for _ in range(2):  # the first pass warms the page cache and traces
+            t0 = time.perf_counter()
+            n = sum(int(x.shape[0]) for x, _ in make_tf_dataset(make(), (size, size), batch_size=8, training=True,
+                                                                **norm))
+            best = max(best, n / (time.perf_counter() - t0))
+        rows.append({"decoder": name, "pairs_per_second": round(best, 1), "pairs": n})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def run_train(args: list[str]) -> dict:
     """`deeplab-edge train ARGS` in a fresh process: exit code, wall seconds, peak RSS, train_result.json."""
     t0 = time.perf_counter()
@@ -87,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=30, help="training steps per memory run (2 epochs)")
     ap.add_argument("--throughput-steps", type=int, default=25, help="steps per epoch of the throughput run "
                     "(3 epochs; 0 skips it)")
+    ap.add_argument("--decode", type=int, default=800, help="pairs for the decoder comparison (0 skips it)")
     ap.add_argument("--work", default=str(Path.home() / ".cache" / "deeplab-edge" / "train-scaling"))
     ap.add_argument("--label", default="", help="a name for this code version in the record")
     ap.add_argument("--out", default="benchmarks/results")
@@ -96,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     unique = make_unique(work / f"unique-{args.unique}", args.unique)
     rows = []
+    decode = decode_rates(make_folder(work / f"voc-2000-u{args.unique}", 2000, unique, args.unique),
+                          args.decode) if args.decode else []
     with tempfile.TemporaryDirectory(prefix="train-scaling-") as tmp:
         for n in args.sizes:
             data = make_folder(work / f"voc-{n}-u{args.unique}", n, unique, args.unique)
@@ -110,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"kind": "throughput", "train_images": 2000, **r})
             print(json.dumps(rows[-1]), flush=True)
     machine = machine_info()
-    doc = {"machine": machine, "label": args.label, "extra_flags": args.extra, "rows": rows}
+    doc = {"machine": machine, "label": args.label, "extra_flags": args.extra, "rows": rows, "decode": decode}
     lines = [f"# Training memory and throughput{' (' + args.label + ')' if args.label else ''}", "",
              f"**{machine_summary(machine)}**", "",
              "| run | train images | steps | peak RSS MB | wall s | img/s | rc |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -125,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = min(r["peak_rss_mb"] for r in mem), max(r["peak_rss_mb"] for r in mem)
         lines += ["", f"Peak RSS spread over {', '.join(str(r['train_images']) for r in mem)} images: "
                   f"{100 * (hi - lo) / lo:.1f}% ({lo:.0f} to {hi:.0f} MB)."]
+    if decode:
+        lines += ["", f"Decoding {VOC_SIZE[0]}x{VOC_SIZE[1]} JPEG + PNG mask pairs, resized to 128 px and augmented, "
+                  "batch 8, no model (best of two passes):", "", "| decoder | pairs/s |", "|---|---:|"]
+        lines += [f"| {r['decoder']} | {r['pairs_per_second']:.0f} |" for r in decode]
     write_record(Path(args.out) / args.stem, doc, lines)
     return 0 if all(r["rc"] == 0 for r in rows) else 1
 

@@ -311,18 +311,34 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._t)
 
 
-def quick_scan(dataset: FolderDataset, samples, *, verbose: int = 1) -> None:
+def _problems(dataset: FolderDataset, report) -> UserError:
+    shown = "\n  ".join(report.problems[:10])
+    more = f"\n  ... and {len(report.problems) - 10} more" if len(report.problems) > 10 else ""
+    return UserError(f"{len(report.problems)} problem(s) in {dataset.root} (of {report.images} pairs):\n  {shown}"
+                     f"{more}\nFix or remove these files; `deeplab-edge data check {dataset.root}` lists them all.")
+
+
+def quick_scan(dataset: FolderDataset, samples, *, verbose: int = 1) -> tuple[bool, ...]:
     """Before training: every mask decoded and every image's header read (`check_dataset(quick=True)`); a
-    UserError lists the problems, each naming its file."""
+    UserError lists the problems, each naming its file. Returns, per sample, whether tf.io can decode it."""
     t0 = time.perf_counter()
     report = check_dataset(dataset, quick=True, samples=samples)
     if report.problems:
-        shown = "\n  ".join(report.problems[:10])
-        more = f"\n  ... and {len(report.problems) - 10} more" if len(report.problems) > 10 else ""
-        raise UserError(f"{len(report.problems)} problem(s) in {dataset.root} (of {report.images} pairs):\n  {shown}"
-                        f"{more}\nFix or remove these files; `deeplab-edge data check {dataset.root}` lists them all.")
+        raise _problems(dataset, report)
     if verbose:
-        print(f"data scan: {report.images} pairs OK in {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"data scan: {report.images} pairs OK in {time.perf_counter() - t0:.1f} s "
+              f"({sum(report.native)} images decoded by tf.io, the rest by Pillow)", flush=True)
+    return report.native
+
+
+def _input_error(error: Exception, dataset: FolderDataset, samples) -> Exception:
+    """What to raise for an error out of the input pipeline: a data problem names its file (Pillow's decoder
+    says which; for tf.io's, every pair is decoded again to find it), anything else is returned as is."""
+    found = data_error(error)
+    if found is not None or not isinstance(error, tf.errors.InvalidArgumentError) or not samples:
+        return found or error
+    report = check_dataset(dataset, samples=samples)
+    return _problems(dataset, report) if report.problems else error
 
 
 def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, settings: TrainSettings,
@@ -369,7 +385,7 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
 
     train_samples = dataset.train[: settings.max_train_images] if settings.max_train_images else dataset.train
     if arrays is None:
-        quick_scan(dataset, train_samples + dataset.val, verbose=settings.verbose)
+        native = quick_scan(dataset, train_samples + dataset.val, verbose=settings.verbose)
         n_train = len(train_samples)
     else:
         tx, ty, vx, vy = arrays
@@ -394,8 +410,10 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
         if arrays is not None:
             x, y = (tx, ty) if which == "train" else (vx, vy)
             return array_pairs(x, y, seed=seed).shard(*shard)
-        samples = train_samples if which == "train" else dataset.val
-        return file_pairs(samples, n, seed=seed, shard=shard, cache=settings.cache if which == "train" else None)
+        if which == "train":
+            return file_pairs(train_samples, n, seed=seed, shard=shard, cache=settings.cache,
+                              native=native[:n_train])
+        return file_pairs(dataset.val, n, native=native[n_train:])
 
     def train_input(ctx):  # one input pipeline per worker, over its share of the files
         return make_tf_dataset(pairs("train", settings.seed, (ctx.num_input_pipelines, ctx.input_pipeline_id)),
@@ -451,7 +469,7 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
         hist = model.fit(train_ds, epochs=settings.epochs, initial_epoch=initial_epoch,
                          steps_per_epoch=steps, callbacks=callbacks, verbose=settings.verbose)
     except tf.errors.OpError as e:
-        raise (data_error(e) or e) from None
+        raise _input_error(e, dataset, () if arrays is not None else train_samples + dataset.val) from None
     seconds = time.perf_counter() - t0
     rows = _read_log(log_path)
     best = max((float(r[monitor]) for r in rows if r.get(monitor)), default=0.0)
@@ -493,15 +511,16 @@ def train_qat(checkpoint: str | Path, dataset, out_dir: str | Path, settings, *,
     train = dataset.train[: settings.max_train_images] if settings.max_train_images else dataset.train
     if not dataset.val:
         raise UserError(f"{dataset.root} has no validation images; QAT keeps the best epoch by validation mIoU.")
-    quick_scan(dataset, train + dataset.val, verbose=settings.verbose)
+    native = quick_scan(dataset, train + dataset.val, verbose=settings.verbose)
     if len(train) < settings.batch_size:
         raise UserError(f"{len(train)} training images is fewer than the batch size {settings.batch_size}; "
                         "lower --batch-size or add images.")
     norm = {"mean": info.mean, "std": info.std}
     n = dataset.num_classes
-    train_ds = make_tf_dataset(file_pairs(train, n, seed=settings.seed, cache=settings.cache), size,
-                               batch_size=settings.batch_size, training=True, **norm)
-    val_ds = make_tf_dataset(file_pairs(dataset.val, n), size, batch_size=settings.batch_size, training=False, **norm)
+    train_ds = make_tf_dataset(file_pairs(train, n, seed=settings.seed, cache=settings.cache, native=native[:len(train)]),
+                               size, batch_size=settings.batch_size, training=True, **norm)
+    val_ds = make_tf_dataset(file_pairs(dataset.val, n, native=native[len(train):]), size,
+                             batch_size=settings.batch_size, training=False, **norm)
     steps = settings.steps_per_epoch or max(1, len(train) // settings.batch_size)
     qat = qat_graph(model, info.config, per_tensor=per_tensor)
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, max(1, settings.epochs * steps),
@@ -524,7 +543,7 @@ def train_qat(checkpoint: str | Path, dataset, out_dir: str | Path, settings, *,
                                                            save_best_only=True, save_weights_only=True, verbose=0),
                            keras.callbacks.CSVLogger(str(out / "log.csv"))])
     except tf.errors.OpError as e:
-        raise (data_error(e) or e) from None
+        raise _input_error(e, dataset, train + dataset.val) from None
     seconds = time.perf_counter() - t0
     write_info(out, qat_info)
     vals = [float(v) for v in hist.history.get("val_miou", [])]

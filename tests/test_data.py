@@ -133,7 +133,7 @@ def _iterate(ds):
 
 
 def test_file_pairs_stream_each_file_at_its_own_size_shard_and_cache(tmp_path, arrays):
-    from deeplab_edge.model.data import cache_key, file_pairs, load_pair
+    from deeplab_edge.model.data import cache_key, check_dataset, file_pairs, load_pair
 
     x, y = arrays
     root = write_folder(x, y, tmp_path / "d", layout="plain")
@@ -146,6 +146,17 @@ def test_file_pairs_stream_each_file_at_its_own_size_shard_and_cache(tmp_path, a
         np.testing.assert_array_equal(img, ref_img)
         np.testing.assert_array_equal(mask, ref_mask)
     assert {p[0].shape for p in plain} == {(64, 64, 3), (50, 90, 3)}
+    # tf.io's decoders (for images the quick scan marks) give Pillow's pixels, for PNG and for JPEG.
+    Image.fromarray(x[7]).save(root / "images" / "img_0007.jpg", quality=90)
+    (root / "images" / "img_0007.png").unlink()
+    Image.fromarray(x[8]).convert("L").save(root / "images" / "img_0008.png")
+    samples = scan_folder(root, val_fraction=0.0).train
+    report = check_dataset(scan_folder(root), quick=True, samples=samples)
+    assert report.native == (True,) * len(samples)
+    plain = _iterate(file_pairs(samples, 4))
+    for a, b in zip(plain, _iterate(file_pairs(samples, 4, native=report.native)), strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
     key = lambda pairs: sorted(p[0].tobytes() for p in pairs)  # noqa: E731
     shards = [_iterate(file_pairs(samples, 4, shard=(2, k))) for k in (0, 1)]
     assert len(shards[0]) == (len(samples) + 1) // 2 and key(shards[0] + shards[1]) == key(plain)
@@ -186,6 +197,8 @@ def test_training_batches_come_from_the_original_resolution(tmp_path):
 
 
 def test_training_names_a_bad_file_before_and_during_training(tmp_path, arrays):
+    import dataclasses
+
     import tensorflow as tf
 
     from deeplab_edge.model.data import data_error, file_pairs
@@ -205,9 +218,15 @@ def test_training_names_a_bad_file_before_and_during_training(tmp_path, arrays):
     # A JPEG cut short keeps a readable header: the quick scan passes it, decoding names it.
     buf = tmp_path / "full.jpg"
     Image.fromarray(x[6]).save(buf, quality=95)
-    (root / "JPEGImages" / "img_0006.jpg").write_bytes(buf.read_bytes()[:400])
+    (root / "JPEGImages" / "img_0006.jpg").write_bytes(buf.read_bytes()[:1500])
     (root / "JPEGImages" / "img_0006.png").unlink()
-    with pytest.raises(tf.errors.OpError) as e:
-        _iterate(file_pairs(scan_folder(root).train[4:], 4))
+    ds = scan_folder(root)
+    with pytest.raises(tf.errors.OpError) as e:  # Pillow's decoder names the file itself
+        _iterate(file_pairs(ds.train[4:], 4))
     err = data_error(e.value)
     assert err is not None and "img_0006.jpg" in str(err) and "truncated" in str(err)
+    y[4, :3, :3] = 0
+    save_mask(y[4], root / "SegmentationClass" / "img_0004.png")
+    # In training tf.io decodes this JPEG (its header is fine); the failure is traced back to the file.
+    with pytest.raises(UserError, match=r"(?s)1 problem\(s\).*img_0006\.jpg.*Is it truncated"):  # load_image's words
+        train(cfg, ds, tmp_path / "run2", dataclasses.replace(settings, steps_per_epoch=3), preset="tiny")
