@@ -78,6 +78,7 @@ class DeepLabConfig:
 # The normalisation of the built-in presets (training from scratch): (pixel - 127.5) / 127.5.
 DEFAULT_MEAN = (127.5, 127.5, 127.5)
 DEFAULT_STD = (127.5, 127.5, 127.5)
+CAFFE_MEAN = (123.68, 116.779, 103.939)  # ImageNet's RGB means, keras.applications.resnet50.preprocess_input
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ PRESETS: dict[str, Preset] = {
             "Classic DeepLabV3+: ResNet50, 512 px, output stride 16, plain 3x3 convs, width 256.",
             DeepLabConfig(backbone="resnet50", input_size=(512, 512), separable=False, width=256),
             ("classic",),
+            CAFFE_MEAN,  # keras.applications' ResNet50 ImageNet weights: caffe style (BGR in the file; the
+            (1.0, 1.0, 1.0),  # loader turns its first conv to RGB)
         ),
         Preset(
             "mobilenetv2",

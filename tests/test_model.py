@@ -126,7 +126,41 @@ def test_keras_applications_backbones_load_by_name_with_identical_features(backb
     assert load_backbone_weights(ours, str(path)) == len(backbone_layers) > 50
     head = [layer.name for layer in ours.layers if layer.weights and layer.name not in ref_names]
     assert head and all(n.startswith(("aspp", "decoder", "logits", "classifier")) for n in head), head
-    x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
-    want = keras.Model(ref.input, ref.get_layer(feature).output).predict(x, verbose=0)
-    got = keras.Model(ours.input, ours.get_layer(feature).output).predict(x, verbose=0)
+    # The same RGB photo pixels, each model with its own preprocessing: keras.applications' preprocess_input
+    # (ResNet50: caffe, BGR minus ImageNet's means; MobileNetV2: x / 127.5 - 1) against our preset's
+    # (pixel - mean) / std on RGB.
+    pixels = rng.uniform(0, 255, size=(2, size, size, 3)).astype(np.float32)
+    module = {"ResNet50": keras.applications.resnet50, "MobileNetV2": keras.applications.mobilenet_v2}[app]
+    preset = get_preset(backbone)
+    ours_in = (pixels - np.float32(preset.mean)) / np.float32(preset.std)
+    want = keras.Model(ref.input, ref.get_layer(feature).output).predict(module.preprocess_input(pixels.copy()),
+                                                                         verbose=0)
+    got = keras.Model(ours.input, ours.get_layer(feature).output).predict(ours_in, verbose=0)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_backbone_weights_imagenet_uses_keras_cache_and_offline_names_the_file(tmp_path, monkeypatch):
+    """`--backbone-weights imagenet` takes keras.applications' file from keras' cache; without it and without
+    a network, the error names the file and where to get it."""
+    from deeplab_edge.errors import UserError
+    from deeplab_edge.model import train as train_mod
+    from deeplab_edge.model._keras import keras
+    from deeplab_edge.model.presets import get_preset
+
+    cfg = get_preset("edge").config
+    name, url = train_mod.imagenet_file(cfg)
+    assert name == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5" and url.endswith(name)
+    assert train_mod.imagenet_file(get_preset("resnet50").config)[0] == "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] "
+                        "Temporary failure in name resolution")
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(UserError, match=rf"(?s)Cannot download .*{name}.*--backbone-weights FILE"):
+        train_mod.imagenet_weights(cfg)
+    monkeypatch.undo()
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35, input_shape=(96, 96, 3)).save_weights(
+        str(tmp_path / "keras" / "models" / name))
+    assert train_mod.imagenet_weights(cfg) == tmp_path / "keras" / "models" / name  # the cache, no network

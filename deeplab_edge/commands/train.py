@@ -25,8 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "with --qat-from 1e-4)")
     t.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training set")
     t.add_argument("--max-train-images", type=int, help="use only the first N training images")
-    t.add_argument("--backbone-weights", metavar="FILE", help="local weights file for the backbone "
-                   "(loaded by layer name; nothing is downloaded)")
+    t.add_argument("--backbone-weights", metavar="FILE|imagenet", help="a local Keras .h5 for the backbone (loaded "
+                   "by layer name), or `imagenet`: keras.applications' ImageNet file, from ~/.keras/models or "
+                   "downloaded there (offline: an error naming the file to fetch)")
     t.add_argument("--cache", metavar="memory|DIR", help="keep the decoded images after the first pass: in RAM "
                    "(`memory`; needs the decoded dataset's size in RAM) or as tf.data cache files in DIR (a changed "
                    "dataset gets new files). Default: decode from disk every pass, RAM independent of dataset size")
