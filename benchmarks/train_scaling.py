@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,8 +66,9 @@ def make_unique(root: Path, n: int) -> Path:
     return root
 
 
-def decode_rates(folder: Path, count: int, size: int = 128) -> list[dict]:
-    """Pairs per second through decode + augment to `size` + batch 8, over `count` pairs: `file_pairs` with
+def decode_rates(folder: Path, count: int, size: int = 128, rounds: int = 5) -> list[dict]:
+    """Pairs per second decoded, and through decode + augment to `size` + batch 8, over `count` pairs (median of
+    `rounds` interleaved rounds): `file_pairs` with
     tf.io for the images (as training runs it: the quick scan marks which images tf.io may decode; masks go
     through Pillow, since TensorFlow expands palette PNGs to RGB), `file_pairs` with Pillow for every image
     (tf.numpy_function, parallel calls), and Pillow in a Python generator."""
@@ -85,19 +87,25 @@ def decode_rates(folder: Path, count: int, size: int = 128) -> list[dict]:
         return tf.data.Dataset.from_generator(gen, output_signature=(
             tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([None, None], tf.uint8)))
 
-    rows = []
-    for name, make in (("tf.io images + Pillow masks, parallel (used)",
-                        lambda: file_pairs(samples, ds.num_classes, native=native)),
-                       ("Pillow images + masks, tf.numpy_function, parallel", lambda: file_pairs(samples, ds.num_classes)),
-                       ("Pillow, Python generator", generator_pairs)):
-        best = 0.0
-        for _ in range(2):  # the first pass warms the page cache and traces
+    variants = (("tf.io images + Pillow masks, parallel (used)", lambda: file_pairs(samples, ds.num_classes,
+                                                                                     native=native)),
+                ("Pillow images + masks, tf.numpy_function, parallel", lambda: file_pairs(samples, ds.num_classes)),
+                ("Pillow, Python generator", generator_pairs))
+    rates: dict[str, dict[str, list[float]]] = {name: {"decode": [], "augment": []} for name, _ in variants}
+    for _ in range(rounds):  # interleaved rounds, medians: the host's speed drifts between minutes
+        for name, make in variants:
+            t0 = time.perf_counter()
+            n = sum(1 for _ in make())
+            rates[name]["decode"].append(n / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             n = sum(int(x.shape[0]) for x, _ in make_tf_dataset(make(), (size, size), batch_size=8, training=True,
                                                                 **norm))
-            best = max(best, n / (time.perf_counter() - t0))
-        rows.append({"decoder": name, "pairs_per_second": round(best, 1), "pairs": n})
-        print(json.dumps(rows[-1]), flush=True)
+            rates[name]["augment"].append(n / (time.perf_counter() - t0))
+    rows = [{"decoder": name, "pairs": len(samples), "rounds": rounds,
+             "decode_pairs_per_second": round(statistics.median(r["decode"]), 1),
+             "augmented_pairs_per_second": round(statistics.median(r["augment"]), 1)} for name, r in rates.items()]
+    for r in rows:
+        print(json.dumps(r), flush=True)
     return rows
 
 
@@ -165,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", f"Peak RSS spread over {', '.join(str(r['train_images']) for r in mem)} images: "
                   f"{100 * (hi - lo) / lo:.1f}% ({lo:.0f} to {hi:.0f} MB)."]
     if decode:
-        lines += ["", f"Decoding {VOC_SIZE[0]}x{VOC_SIZE[1]} JPEG + PNG mask pairs, resized to 128 px and augmented, "
-                  "batch 8, no model (best of two passes):", "", "| decoder | pairs/s |", "|---|---:|"]
-        lines += [f"| {r['decoder']} | {r['pairs_per_second']:.0f} |" for r in decode]
+        lines += ["", f"Decoding {decode[0]['pairs']} pairs of {VOC_SIZE[0]}x{VOC_SIZE[1]} JPEG + palette PNG mask, "
+                  f"no model; median of {decode[0]['rounds']} interleaved rounds:", "",
+                  "| decoder | decoded pairs/s | + augmented to 128 px, batched pairs/s |", "|---|---:|---:|"]
+        lines += [f"| {r['decoder']} | {r['decode_pairs_per_second']:.0f} | {r['augmented_pairs_per_second']:.0f} |"
+                  for r in decode]
     write_record(Path(args.out) / args.stem, doc, lines)
     return 0 if all(r["rc"] == 0 for r in rows) else 1
 

@@ -442,6 +442,9 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
     norm_kw = {"mean": info.mean if info else DEFAULT_MEAN, "std": info.std if info else DEFAULT_STD}
     strategy = get_strategy(settings.devices)
     global_batch = settings.batch_size
+    if global_batch % strategy.num_replicas_in_sync:
+        raise UserError(f"--batch-size {global_batch} does not split evenly over {strategy.num_replicas_in_sync} "
+                        "replicas (devices x workers); pass a multiple of that number.")
     size, n = config.input_size, dataset.num_classes
 
     def pairs(which: str, seed: int | None, shard: tuple[int, int] = (1, 0)):
