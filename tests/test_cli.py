@@ -42,6 +42,8 @@ def test_help_lists_every_command(capsys):
     (["train", "--width", "0", "--data", "/nonexistent/folder"], "--width must be at least 1; received 0"),
     (["train", "--atrous-rates", "0", "--data", "/nonexistent/folder"], "--atrous-rates must be positive integers"),
     (["demo", "--epochs", "0", "--data", "/nonexistent/folder"], "--epochs must be a whole number of at least 1"),
+    (["train", "--cache", "{folder}/class_names.txt", "--data", "{folder}"], "is a file; pass `memory` or a folder"),
+    (["train", "--batch-size", "200", "--data", "{folder}"], "fewer than the batch size 200"),
     (["demo", "--preset", "egde", "--data", "/nonexistent/folder"], "Did you mean: edge"),
     (["predict", "{model}", "{folder}/JPEGImages", "--out", "/proc/deeplab-edge-out"], "/proc/deeplab-edge-out"),
     (["predict", "{model}", "{folder}/JPEGImages", "--out", "{model}/sub"], "Not a directory"),
