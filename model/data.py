@@ -397,7 +397,7 @@ def array_pairs(images: np.ndarray, masks: np.ndarray, *, seed: int | None = Non
     return ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if seed is not None else ds
 
 
-def make_tf_dataset(pairs, size: tuple[int, int], *, batch_size: int, training: bool, mean, std,
+def make_tf_dataset(pairs, size: tuple[int, int], *, batch_size: int, training: bool, mean, std, seed: int = 0,
                     scale_range: tuple[float, float] = (0.75, 1.5)):
     """Model batches from a dataset of uint8 (image, mask) pairs of any size (`file_pairs`, `array_pairs`).
 
@@ -405,6 +405,8 @@ def make_tf_dataset(pairs, size: tuple[int, int], *, batch_size: int, training: 
     `scale_range` (image bilinear with antialiasing, mask nearest), pad (the mean colour; the ignore label in
     the mask), random crop to `size`, random flip. Otherwise: the whole image resized to `size`, as the
     runtime does. Then (pixel - mean) / std, batch (dropping a last partial batch when training), prefetch.
+    The random draws are stateless, from a per-element seed stream of `seed`: the same batches whatever the
+    order in which the parallel map's threads run (a new stream every pass).
     """
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     from ._keras import tf
@@ -416,8 +418,9 @@ def make_tf_dataset(pairs, size: tuple[int, int], *, batch_size: int, training: 
         mask = tf.image.resize(tf.cast(mask[..., None], tf.int32), (nh, nw), method="nearest")
         return img, mask
 
-    def augment(img, mask):
-        s = tf.random.uniform([], *scale_range)
+    def augment(img, mask, element_seed):
+        seeds = tf.random.experimental.stateless_split(element_seed, 3)
+        s = tf.random.stateless_uniform([], seeds[0], *scale_range)
         nh = tf.cast(tf.round(h * s), tf.int32)
         nw = tf.cast(tf.round(w * s), tf.int32)
         img, mask = resize(img, mask, nh, nw)
@@ -425,8 +428,8 @@ def make_tf_dataset(pairs, size: tuple[int, int], *, batch_size: int, training: 
         img = tf.pad(img - tf.constant(mean), [[0, ph], [0, pw], [0, 0]]) + tf.constant(mean)
         mask = tf.pad(mask - IGNORE_LABEL, [[0, ph], [0, pw], [0, 0]]) + IGNORE_LABEL
         both = tf.concat([img, tf.cast(mask, tf.float32)], axis=-1)
-        both = tf.image.random_crop(both, (h, w, 4))
-        both = tf.image.random_flip_left_right(both)
+        both = tf.image.stateless_random_crop(both, (h, w, 4), seeds[1])
+        both = tf.image.stateless_random_flip_left_right(both, seeds[2])
         return both[..., :3], both[..., 3]
 
     def whole(img, mask):
@@ -437,7 +440,12 @@ def make_tf_dataset(pairs, size: tuple[int, int], *, batch_size: int, training: 
         img = (tf.clip_by_value(img, 0.0, 255.0) - tf.constant(mean)) / tf.constant(std)
         return tf.ensure_shape(img, [h, w, 3]), tf.ensure_shape(tf.cast(mask, tf.int32), [h, w])
 
-    ds = pairs.map(lambda i, m: finish(*(augment if training else whole)(i, m)), num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((pairs, seeds)).map(lambda p, sd: finish(*augment(p[0], p[1], sd)),
+                                                     num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = pairs.map(lambda i, m: finish(*whole(i, m)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
 
 

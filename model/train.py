@@ -459,7 +459,7 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
     def train_input(ctx):  # one input pipeline per worker, over its share of the files
         return make_tf_dataset(pairs("train", settings.seed, (ctx.num_input_pipelines, ctx.input_pipeline_id)),
                                size, batch_size=ctx.get_per_replica_batch_size(global_batch), training=True,
-                               **norm_kw).repeat()
+                               seed=settings.seed * 1000 + ctx.input_pipeline_id, **norm_kw).repeat()
 
     train_ds = strategy.distribute_datasets_from_function(train_input)
     val_ds = None
@@ -559,7 +559,7 @@ def train_qat(checkpoint: str | Path, dataset, out_dir: str | Path, settings, *,
     norm = {"mean": info.mean, "std": info.std}
     n = dataset.num_classes
     train_ds = make_tf_dataset(file_pairs(train, n, seed=settings.seed, cache=settings.cache, native=native[:len(train)]),
-                               size, batch_size=settings.batch_size, training=True, **norm)
+                               size, batch_size=settings.batch_size, training=True, seed=settings.seed, **norm)
     val_ds = make_tf_dataset(file_pairs(dataset.val, n, native=native[len(train):]), size,
                              batch_size=settings.batch_size, training=False, **norm)
     steps = settings.steps_per_epoch or max(1, len(train) // settings.batch_size)

@@ -70,7 +70,10 @@ def test_train_eval_export_predict_cli(trained_tiny, synthetic_folder, tmp_path,
     assert metrics["miou"] > 0.3 and len(metrics["per_class_iou"]) == 4
     out = tmp_path / "exp"
     rc = main(["export", str(run_dir / "best.keras"), "--data", str(synthetic_folder), "--out", str(out),
-               "--formats", "tflite_fp32", "onnx_int8", "--verify-images", "8"])
+               "--formats", "tflite_fp32", "onnx_int8", "--verify-images", "8",
+               # the tiny model's int8 drop on 8 images has measured 0.1-2.1 pt between training runs and CPUs:
+               # this test is about the CLI flow; the thresholds themselves are tested in test_export
+               "--max-miou-drop", "3"])
     text = capsys.readouterr().out
     # Default calibration count on a dataset with fewer than 200 training images: all of them, with a note.
     assert "has 80 training images; calibrating int8 on all of them" in text
