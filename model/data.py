@@ -175,11 +175,16 @@ def load_arrays(samples, size: tuple[int, int], num_classes: int, *, progress: b
 def load_pair(sample, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One image and its mask at their own size, checked: same size, labels < classes (or ignore)."""
     img, mask = read_image(sample.image), read_mask(sample.mask)
-    if img.shape[:2] != mask.shape:
-        raise UserError(f"Image {sample.image} is {img.shape[1]}x{img.shape[0]} but its mask {sample.mask} is "
-                        f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size.")
+    _check_size(sample, img.shape[:2], mask)
     check_labels(mask, sample.mask, num_classes)
     return img, mask
+
+
+def _check_size(sample: Sample, image_hw: tuple[int, int], mask: np.ndarray) -> None:
+    """A UserError naming both files if the image (its (h, w)) and its mask differ in size."""
+    if tuple(image_hw) != mask.shape:
+        raise UserError(f"Image {sample.image} is {image_hw[1]}x{image_hw[0]} but its mask {sample.mask} is "
+                        f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size.")
 
 
 def check_labels(mask: np.ndarray, path: Path, num_classes: int) -> None:
@@ -240,9 +245,7 @@ def _check_pair(sample: Sample, num_classes: int, quick: bool) -> tuple[np.ndarr
     if quick:
         mask = read_mask(sample.mask)
         size, native = _image_header(sample.image)
-        if size != mask.shape:
-            raise UserError(f"Image {sample.image} is {size[1]}x{size[0]} but its mask {sample.mask} is "
-                            f"{mask.shape[1]}x{mask.shape[0]}; they must be the same size.")
+        _check_size(sample, size, mask)
         check_labels(mask, sample.mask, num_classes)
     else:
         _, mask = load_pair(sample, num_classes)

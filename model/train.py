@@ -47,6 +47,8 @@ class TrainSettings:
                 raise UserError(f"--{name.replace('_', '-')} must be a whole number of at least 1; received {value}.")
         if not self.learning_rate > 0:
             raise UserError(f"--lr must be positive, e.g. 2e-3; received {self.learning_rate}.")
+        if self.cache not in (None, "memory") and Path(self.cache).exists() and not Path(self.cache).is_dir():
+            raise UserError(f"--cache {self.cache} is a file; pass `memory` or a folder for the cache files.")
         if self.bn_recalibration_steps < 0 or self.weight_decay < 0:
             raise UserError("bn_recalibration_steps and weight_decay must not be negative; received "
                             f"{self.bn_recalibration_steps} and {self.weight_decay}.")
@@ -366,6 +368,12 @@ def quick_scan(dataset: FolderDataset, samples, *, verbose: int = 1) -> tuple[bo
     return report.native
 
 
+def _require_batch(n_train: int, batch_size: int) -> None:
+    if n_train < batch_size:
+        raise UserError(f"{n_train} training images is fewer than the batch size {batch_size}; "
+                        "lower --batch-size or add images.")
+
+
 def _input_error(error: Exception, dataset: FolderDataset, samples) -> Exception:
     """What to raise for an error out of the input pipeline: a data problem names its file (Pillow's decoder
     says which; for tf.io's, every pair is decoded again to find it), anything else is returned as is."""
@@ -428,9 +436,7 @@ def train(config: DeepLabConfig, dataset: FolderDataset, out_dir: str | Path, se
     else:
         tx, ty, vx, vy = arrays
         n_train = len(tx)
-    if n_train < settings.batch_size:
-        raise UserError(f"{n_train} training images is fewer than the batch size {settings.batch_size}; "
-                        "lower --batch-size or add images.")
+    _require_batch(n_train, settings.batch_size)
     if resuming:
         info = read_info(last_path)
     else:
@@ -553,9 +559,7 @@ def train_qat(checkpoint: str | Path, dataset, out_dir: str | Path, settings, *,
     if not dataset.val:
         raise UserError(f"{dataset.root} has no validation images; QAT keeps the best epoch by validation mIoU.")
     native = quick_scan(dataset, train + dataset.val, verbose=settings.verbose)
-    if len(train) < settings.batch_size:
-        raise UserError(f"{len(train)} training images is fewer than the batch size {settings.batch_size}; "
-                        "lower --batch-size or add images.")
+    _require_batch(len(train), settings.batch_size)
     norm = {"mean": info.mean, "std": info.std}
     n = dataset.num_classes
     train_ds = make_tf_dataset(file_pairs(train, n, seed=settings.seed, cache=settings.cache, native=native[:len(train)]),

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=lr,
                              steps_per_epoch=args.steps_per_epoch, max_train_images=args.max_train_images,
                              seed=args.seed, resume=args.resume, verbose=2 if args.quiet else 1,
-                             backbone_weights=args.backbone_weights, cache=_cache(args.cache))
+                             backbone_weights=args.backbone_weights, cache=args.cache)
     if args.qat_from:
         return _qat(args, settings)
     ds = open_dataset(args.data)
@@ -66,18 +66,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.epochs_run} epoch(s) in {result.seconds:.0f} s ({result.images_per_second:.1f} img/s); "
           f"log {result.out_dir / 'log.csv'}, curves {result.out_dir / 'curves.png'}")
     return 0
-
-
-def _cache(value: str | None) -> str | None:
-    from pathlib import Path
-
-    from deeplab_edge.errors import UserError
-
-    if value is None or value == "memory":
-        return value
-    if Path(value).exists() and not Path(value).is_dir():
-        raise UserError(f"--cache {value} is a file; pass `memory` or a folder for the cache files.")
-    return value
 
 
 def _qat(args: argparse.Namespace, settings) -> int:
