@@ -56,7 +56,7 @@ def targets_from(files: list[Path], keras: Path | None) -> list[Target]:
     """Expand manifest.json entries and plain files into targets; Keras first (the reference)."""
     out: list[Target] = []
     if keras is not None:
-        if not Path(keras).is_file():
+        if not Path(keras).exists():
             raise UserError(f"Keras checkpoint {keras} does not exist; pass --keras with the checkpoint the files "
                             "were exported from, or leave it out (the first float file is then the reference).")
         out.append(Target("keras_fp32", Path(keras), "keras", "keras"))
@@ -151,13 +151,15 @@ class EvalSet:
 
 def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray, settings: BenchSettings, *,
               progress=print, flags: dict | None = None, latency_only: dict[str, str] | None = None,
-              keras_norm: tuple | None = None, row_flags: dict[str, dict] | None = None) -> BenchReport:
+              keras_norm: tuple | None = None, row_flags: dict[str, dict] | None = None,
+              keras_load: dict | None = None) -> BenchReport:
     """Benchmark every target, each in its own worker process.
 
     Rows named in `latency_only` (name -> reason), or all rows when `eval_set` is None, are timed but not
     scored. The first scored target is the reference for agreement and mIoU drop. `flags` are
     `load_predictor` keywords for files that do not describe themselves (--mean, --std, ...);
-    `row_flags` (name -> keywords) override them for one row.
+    `row_flags` (name -> keywords) override them for one row. `keras_load`: `foreign.LoadOptions` fields for
+    the Keras row (a Keras 3 model or a SavedModel).
     """
     if not targets:
         raise UserError("Nothing to benchmark: pass .tflite/.onnx files, a manifest.json, or --keras.")
@@ -182,7 +184,7 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
             spec = {"file": str(t.file), "backend": t.backend, "device": t.device, "threads": settings.threads,
                     "photo_npy": str(photo_npy), "warmup": settings.warmup, "min_runs": settings.min_runs,
                     "min_time_s": settings.min_time_s, "flags": {**(flags or {}), **(row_flags or {}).get(base, {})},
-                    "keras_norm": keras_norm}
+                    "keras_norm": keras_norm, "load": keras_load or {}}
             # Two processes per row: one only loads and times the model (its peak memory is the runtime's,
             # whatever the eval-set size), one labels the evaluation set.
             res = _run_worker(t, {**spec, "mode": "latency"}, tmp, settings)

@@ -33,8 +33,15 @@ def _keras_runner(spec: dict):
         raise RuntimeError("TensorFlow sees no GPU here; the row would hold CPU numbers")
     provider = f"TensorFlow {gpus[0].name}" if gpus else "TensorFlow CPU"
     from deeplab_edge.model.checkpoint import load_checkpoint
+    from deeplab_edge.model.foreign import LoadOptions, source_of
 
-    model, info = load_checkpoint(spec["file"])
+    load = dict(spec.get("load") or {})
+    if load.get("input_size"):
+        load["input_size"] = tuple(load["input_size"])
+    model, info = load_checkpoint(spec["file"], options=LoadOptions(**load))
+    source = source_of(model)
+    if source is not None:  # a Keras 3 model or a SavedModel, run through TensorFlow
+        provider = f"{source.framework}, {provider}"
     fn = tf.function(lambda x: model(x, training=False))
     from deeplab_edge.runtime.predictor import scores_to_labels
 

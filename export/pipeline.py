@@ -276,11 +276,26 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
             ver = verify_file(path, ref, fmt.precision, thresholds, num_threads=num_threads)
             ops = op_histogram(path) if fmt.backend == "tflite" else onnx_op_histogram(path)
             results.append(ExportedFile(fmt.name, path, path.stat().st_size, sha256(path), seconds, ver, ops, fallback))
-    model_info = {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None, "preset": info.preset if info else "", "config": info.config.to_dict() if info else {},
+    from deeplab_edge.model.foreign import source_of
+
+    source = source_of(model)
+    macs_from = "Keras layers"
+    if source is not None:  # a wrapped model has no Keras layers to count: count the float TFLite file's ops
+        from .tflite import tflite_cost
+
+        fp32 = next((r.path for r in results if r.format == "tflite_fp32"), None)
+        if fp32 is not None:
+            tcost = tflite_cost(fp32)
+            cost = type(cost)(params=cost.params, macs=tcost.macs, macs_by_type=tcost.macs_by_type)
+            macs_from = "the tflite_fp32 file's ops"
+        else:
+            macs_from = "not counted (no tflite_fp32 file)"
+    model_info = {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
+                  "source": source.to_dict() if source is not None else {"kind": "deeplab-edge" if info else "tf-keras"}, "preset": info.preset if info else "", "config": info.config.to_dict() if info else {},
                   "input_size": list(size), "head": head, "class_names": list(class_names),
                   "pixel_input": pixel_input, "logits_at": logits_at, "output_size": list(graph.output_shape[1:3]),
                   "mean": list(spec.mean), "std": list(spec.std), "output": spec.output, "notes": list(spec.notes),
-                  "params": cost.params, "macs": cost.macs, "macs_by_type": cost.macs_by_type,
+                  "params": cost.params, "macs": cost.macs, "macs_by_type": cost.macs_by_type, "macs_from": macs_from,
                   "keras_miou": ref.miou, "rebuild_max_abs_diff": fold_diff}
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -375,14 +390,14 @@ def _fallback(where: str, layers, make, rank, path: Path, options: dict, ref, th
     return fallback
 
 
-def load_for_export(checkpoint: str | Path, data: str | Path | None, name: str | None):
+def load_for_export(checkpoint: str | Path, data: str | Path | None, name: str | None, options=None):
     """(model, info or None, dataset, name) for `checkpoint`, checked to be exportable: one image input, one
     (N, H, W, C) score output, as many classes as the dataset (`data`, else the one it was trained on,
-    else the built-in demo set)."""
+    else the built-in demo set). `options`: how to load a model built elsewhere (`foreign.LoadOptions`)."""
     from deeplab_edge.model.checkpoint import load_checkpoint
     from deeplab_edge.model.data import open_dataset
 
-    model, info = load_checkpoint(checkpoint)
+    model, info = load_checkpoint(checkpoint, options=options)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UserError(f"{checkpoint} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; export takes "
                         "a segmentation model with one image input and one score output.")
@@ -395,7 +410,7 @@ def load_for_export(checkpoint: str | Path, data: str | Path | None, name: str |
         what = "a one-channel foreground score (2 classes)" if channels == 1 else f"{channels} classes"
         raise UserError(f"The model predicts {what} but {ds.root} has {ds.num_classes}: pass --data with the "
                         "dataset it was trained on.")
-    stem = Path(checkpoint).stem
+    stem = Path(checkpoint).resolve().stem if Path(checkpoint).is_dir() else Path(checkpoint).stem
     return model, info, ds, name or (info.preset if info and info.preset else (stem if info is None else "model"))
 
 

@@ -46,6 +46,11 @@ class ModelSpec:
 
 def output_kind(model) -> str:
     """"probabilities" when the Keras model's last layer applies softmax or sigmoid, else "logits"."""
+    from deeplab_edge.model.foreign import source_of
+
+    source = source_of(model)
+    if source is not None:  # a Keras 3 model or a SavedModel: read when it was loaded
+        return source.output_kind
     layer = model.layers[-1]
     activation = getattr(layer, "activation", None)
     name = getattr(activation, "__name__", "") if activation is not None else ""
@@ -60,8 +65,13 @@ def model_spec(model, info, dataset, *, checkpoint: str | Path | None = None,
                std: Sequence[float] | None = None, input_scale: str | None = None) -> ModelSpec:
     """The spec of `model` (from `load_checkpoint`): flags, then the sidecar JSON or model info, then the
     dataset's class names. `dataset` may be None when no data is at hand."""
+    from deeplab_edge.model.foreign import source_of
+
     notes: list[str] = []
     channels = int(model.output_shape[-1])
+    source = source_of(model)
+    if source is not None:
+        notes.append(f"loaded as {source.framework}")
     sidecar = _sidecar(checkpoint) if info is None else {}
     if input_scale is not None and (mean is not None or std is not None):
         raise UserError("Pass either --input-scale or --mean/--std, not both.")
@@ -74,6 +84,11 @@ def model_spec(model, info, dataset, *, checkpoint: str | Path | None = None,
         mean, std = sidecar.get("mean"), sidecar.get("std")
     if (mean is None) != (std is None):
         raise UserError("Pass both --mean and --std (three values each, on 0..255 pixels).")
+    if mean is None and source is not None and source.mean is not None:
+        mean, std = source.mean, source.std
+        notes.append(f"normalisation from {source.normalisation_from} (mean {' '.join(f'{v:g}' for v in mean)}, "
+                     f"std {' '.join(f'{v:g}' for v in std)} on 0..255 pixels); override with --input-scale or "
+                     "--mean/--std")
     if mean is None:
         if info is None:
             raise UserError(

@@ -233,3 +233,35 @@ def tensor_types(path: Path) -> dict[str, int]:
         for t in sg.tensors:
             out[names.get(t.type, str(t.type))] = out.get(names.get(t.type, str(t.type)), 0) + 1
     return out
+
+
+def tflite_cost(path: Path):
+    """Multiply-accumulates at batch 1 of a float TFLite file's CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV and
+    FULLY_CONNECTED ops (`flops.ModelCost`; params 0): for models whose Keras layers are not at hand."""
+    import numpy as np
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from deeplab_edge.model.flops import ModelCost
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(Path(path).read_bytes()))
+    by_type: dict[str, int] = {}
+    for sg in model.subgraphs:
+        for op in sg.operators:
+            name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+
+            def shape(i: int, sg=sg) -> list[int]:
+                return [max(1, int(d)) for d in sg.tensors[i].shape]
+
+            if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+                out, w = shape(op.outputs[0]), shape(op.inputs[1])
+                per_output = int(np.prod(w[1:])) if name != "DEPTHWISE_CONV_2D" else int(np.prod(w[1:3]))
+                macs = int(np.prod(out)) * per_output
+            elif name == "TRANSPOSE_CONV":
+                w, x = shape(op.inputs[1]), shape(op.inputs[2])
+                macs = int(np.prod(x)) * int(np.prod(w[:3]))
+            else:
+                continue
+            key = {"CONV_2D": "Conv2D", "DEPTHWISE_CONV_2D": "DepthwiseConv2D", "FULLY_CONNECTED": "Dense",
+                   "TRANSPOSE_CONV": "Conv2DTranspose"}[name]
+            by_type[key] = by_type.get(key, 0) + macs
+    return ModelCost(params=0, macs=sum(by_type.values()), macs_by_type=by_type)

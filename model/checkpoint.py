@@ -109,44 +109,50 @@ def _refuse_unsafe_h5(path: Path) -> None:
     text = config.decode() if isinstance(config, bytes) else str(config)
     if '"class_name": "Lambda"' in text:
         raise UserError(f"{path} contains a Lambda layer, which needs unsafe deserialisation of Python code. "
-                        "Refusing to load it; rebuild the model without Lambda layers.")
+                        "Refusing to load it; rebuild the model without Lambda layers, or pass --unsafe if you "
+                        "trust the file.")
 
 
-def load_checkpoint(path: str | Path, *, compile: bool = False):
-    """Load a `.keras` or `.h5` checkpoint in safe mode. Returns (model, ModelInfo | None).
+def load_checkpoint(path: str | Path, *, compile: bool = False, options=None):
+    """Load a model in safe mode. Returns (model, ModelInfo | None).
 
+    Takes, told apart by their content: tf-keras `.keras`/`.h5` files (ours, and tf-keras models built
+    elsewhere), Keras 3 files (keras-hub included) and SavedModel folders; the last two come back as a
+    tf-keras wrapper at a static input size (`foreign.load_foreign`, `options`: a `foreign.LoadOptions`).
     `compile=True` also restores the optimizer and its state (for resuming training).
     """
+    from .foreign import LoadOptions, custom_objects_from, detect_kind, load_error, load_foreign
+
     path = Path(path)
-    if not path.is_file():  # checked before TensorFlow is imported
-        raise UserError(f"Checkpoint {path} does not exist{' (it is a folder)' if path.is_dir() else ''}. "
-                        "Train one with `deeplab-edge train`, which writes runs/<name>/best.keras.")
+    options = options or LoadOptions()
+    if not path.exists():  # checked before TensorFlow is imported
+        raise UserError(f"Checkpoint {path} does not exist. Train one with `deeplab-edge train`, which writes "
+                        "runs/<name>/best.keras, or pass a .keras/.h5 file or a SavedModel folder.")
+    if path.is_file() and path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a valid .keras file (not a zip archive); it may be truncated.")
+    kind = detect_kind(path)
+    if kind != "tf-keras":
+        if compile:
+            raise UserError(f"{path} is a {'Keras 3 file' if kind == 'keras3' else 'SavedModel'}; training resumes "
+                            "from deeplab-edge checkpoints only.")
+        model, _ = load_foreign(path, kind, options)
+        return model, None
     from ._keras import keras
     from .layers import CUSTOM_OBJECTS
     from .losses import IgnoreLabelCrossEntropy, IgnoreLabelMeanIoU
 
     custom = {**CUSTOM_OBJECTS, "IgnoreLabelCrossEntropy": IgnoreLabelCrossEntropy,
-              "IgnoreLabelMeanIoU": IgnoreLabelMeanIoU}
-    suffix = path.suffix.lower()
-    if suffix == ".keras":
-        if not zipfile.is_zipfile(path):
-            raise UserError(f"{path} is not a valid .keras file (not a zip archive); it may be truncated.")
-    elif suffix in (".h5", ".hdf5"):
+              "IgnoreLabelMeanIoU": IgnoreLabelMeanIoU, **custom_objects_from(options.custom_objects)}
+    if not zipfile.is_zipfile(path):  # HDF5
         info = read_info(path)
         if info is not None and info.extra.get("qat"):  # weights of a `train --qat-from` run
             from .qat import load_qat
 
             return load_qat(path, info), info
-        _refuse_unsafe_h5(path)
-    else:
-        raise UserError(f"Checkpoint {path} must be a .keras or .h5 file; received suffix {suffix!r}.")
+        if not options.unsafe:
+            _refuse_unsafe_h5(path)
     try:
-        model = keras.models.load_model(path, custom_objects=custom, compile=compile, safe_mode=True)
-    except ValueError as e:
-        if "unsafe" in str(e).lower() or "lambda" in str(e).lower():
-            raise UserError(f"{path} needs unsafe deserialisation (it contains Python code, e.g. a Lambda "
-                            "layer). Refusing to load it in safe mode.") from None
-        raise UserError(f"Cannot load checkpoint {path}: {e}") from None
-    except (OSError, KeyError, TypeError, zipfile.BadZipFile) as e:
-        raise UserError(f"Cannot load checkpoint {path}: {e}") from None
+        model = keras.models.load_model(path, custom_objects=custom, compile=compile, safe_mode=not options.unsafe)
+    except (ValueError, OSError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as e:
+        raise load_error(path, e, unsafe=options.unsafe) from None
     return model, read_info(path)

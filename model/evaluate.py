@@ -12,22 +12,23 @@ from deeplab_edge.metrics import SegMetrics, confusion_matrix, metrics_from_conf
 from .data import load_arrays, load_pair, normalize_np
 
 
-def predict_labels(model, images_uint8: np.ndarray, mean, std, batch_size: int = 8) -> np.ndarray:
+def predict_labels(model, images_uint8: np.ndarray, mean, std, batch_size: int = 8, to_labels=None) -> np.ndarray:
     logits = model.predict(normalize_np(images_uint8, mean, std), batch_size=batch_size, verbose=0)
-    return logits.argmax(-1)
+    return to_labels(logits) if to_labels is not None else logits.argmax(-1)
 
 
 RESOLUTIONS = ("original", "model")
 
 
 def evaluate_model(model, samples, class_names, size: tuple[int, int], mean, std, batch_size: int = 8,
-                   progress: bool = False, resolution: str = "model") -> SegMetrics:
+                   progress: bool = False, resolution: str = "model", to_labels=None) -> SegMetrics:
     """Metrics of `samples`; images normalised as the model was trained, (pixel - mean) / std.
 
     `resolution` "original" (the standard protocol, comparable with published numbers): each image is
     resized to the model's size, its logits bilinearly back to the image's own size, and scored against
     its mask as it is. "model": image and mask both resized to the model's size (what training's
-    validation does; faster, not comparable)."""
+    validation does; faster, not comparable). `to_labels`: (N, H, W, C) scores -> labels (default argmax;
+    `ModelSpec.labels` for a one-channel or probability output)."""
     if resolution not in RESOLUTIONS:
         raise UserError(f"resolution must be one of {', '.join(RESOLUTIONS)}; received {resolution!r}.")
     n = len(class_names)
@@ -35,7 +36,8 @@ def evaluate_model(model, samples, class_names, size: tuple[int, int], mean, std
     if resolution == "model":
         images, masks = load_arrays(samples, size, n, progress=progress)
         for i in range(0, len(images), 64):
-            cm += confusion_matrix(masks[i:i + 64], predict_labels(model, images[i:i + 64], mean, std, batch_size), n)
+            cm += confusion_matrix(masks[i:i + 64], predict_labels(model, images[i:i + 64], mean, std, batch_size,
+                                                                        to_labels), n)
         return metrics_from_confusion(cm, class_names)
     from deeplab_edge.runtime.predictor import resize_bilinear
 
@@ -51,5 +53,6 @@ def evaluate_model(model, samples, class_names, size: tuple[int, int], mean, std
         logits = model.predict(normalize_np(batch, mean, std), batch_size=batch_size, verbose=0)
         for (_, mask), scores in zip(pairs, logits, strict=True):
             full = resize_bilinear(scores[None].astype(np.float32), mask.shape)[0]
-            cm += confusion_matrix(mask[None], full.argmax(-1)[None], n)
+            labels = to_labels(full[None])[0] if to_labels is not None else full.argmax(-1)
+            cm += confusion_matrix(mask[None], labels[None], n)
     return metrics_from_confusion(cm, class_names)

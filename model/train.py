@@ -544,6 +544,14 @@ def train_qat(checkpoint: str | Path, dataset, out_dir: str | Path, settings, *,
     best = out / QAT_WEIGHTS
     if best.exists():
         raise UserError(f"{out} already holds a QAT run ({best}); choose another --out.")
+    from .foreign import detect_kind
+
+    kind = detect_kind(checkpoint)
+    if kind != "tf-keras":
+        what = "a Keras 3 model" if kind == "keras3" else "a SavedModel"
+        raise UserError(f"{checkpoint} is {what}; --qat-from fine-tunes with tensorflow-model-optimization, which "
+                        "works on tf-keras models only. Recover int8 accuracy with `deeplab-edge export "
+                        "--auto-keep-float`, or export --formats tflite_int16x8.")
     model, info = load_checkpoint(checkpoint)
     if info is None:
         raise UserError(f"{checkpoint} has no deeplab-edge model info; --qat-from takes a checkpoint that "

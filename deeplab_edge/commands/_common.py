@@ -80,6 +80,26 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation std on 0..255 pixels")
 
 
+def add_load_args(p: argparse.ArgumentParser, *, output: bool = True) -> None:
+    """How to load a model built elsewhere: Keras 3 files, keras-hub models, SavedModel folders."""
+    g = p.add_argument_group("loading a model built elsewhere (Keras 3, keras-hub, SavedModel)")
+    g.add_argument("--custom-objects", metavar="FILE.py", help="a Python file defining the model's own classes "
+                   "(its CUSTOM_OBJECTS dict, else every class it defines)")
+    g.add_argument("--unsafe", action="store_true", help="allow loading Python code saved in the model (Lambda "
+                   "layers); only for files you trust")
+    if output:
+        g.add_argument("--output", metavar="NAME", help="a SavedModel's output to use when its signature has several")
+
+
+def load_options(args: argparse.Namespace):
+    """The `foreign.LoadOptions` of `add_load_args` (and --input-size where the command has it)."""
+    from deeplab_edge.model.foreign import LoadOptions
+
+    size = getattr(args, "input_size", None)
+    return LoadOptions(input_size=tuple(size) if size else None, output=getattr(args, "output", None),
+                       custom_objects=args.custom_objects, unsafe=args.unsafe)
+
+
 def spec_from_args(model, info, ds, args: argparse.Namespace):
     """The model's `ModelSpec` with `add_spec_args`' overrides."""
     from deeplab_edge.export.spec import model_spec

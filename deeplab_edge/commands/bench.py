@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_data_arg, add_model_flags, model_flags
+from ._common import add_data_arg, add_load_args, add_model_flags, model_flags
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench", help="folder for bench.json, bench.md and plots (default bench/)")
     p.add_argument("--budget", metavar="FILE", help="JSON limits; exit 1 naming each broken limit")
     add_model_flags(p)
+    add_load_args(p, output=False)
     p.add_argument("--resample", choices=("pillow", "opencv", "mediapipe"), default="pillow",
                    help="how file rows resize images (see predict --resample); the Keras row always uses Pillow")
     p.add_argument("--upsample", choices=("labels", "scores"), default="labels",
@@ -62,11 +63,15 @@ def run(args: argparse.Namespace) -> int:
     files = [Path(f) for f in args.files]
     keras = args.keras
     targets = targets_from(files, None)  # validates every file and manifest first
+    exported_from: dict = {}  # the manifest's model facts: how the Keras row normalises its input
+    for f in files:
+        if f.name == "manifest.json":
+            exported_from = exported_from or (json.loads(f.read_text()).get("model") or {})
     if keras is None:
         for f in files:
             if f.name == "manifest.json":
                 named = (json.loads(f.read_text()).get("model") or {}).get("checkpoint")
-                if named and Path(named).is_file():
+                if named and Path(named).exists():
                     keras = named
                 elif named:
                     print(f"note: the checkpoint named in {f} ({named}) is gone; the first float file is the "
@@ -121,8 +126,16 @@ def run(args: argparse.Namespace) -> int:
               "for pre/post timing); pass --data DIR for mIoU")
     settings = BenchSettings(threads=args.threads, warmup=args.warmup, min_runs=args.min_runs,
                              min_time_s=args.min_time, gpu=args.gpu)
+    # The Keras row normalises as the model was trained: the manifest's mean/std (a file that takes pixels
+    # says 0/1), else --mean/--std, else the first file's.
+    keras_norm = (tuple(exported_from.get("mean") or args.mean or first.mean),
+                  tuple(exported_from.get("std") or args.std or first.std),
+                  exported_from.get("output") or first.output, first.threshold)
+    load = {"input_size": list(args.input_size or first.input_size), "output": args.output,
+            "custom_objects": args.custom_objects, "unsafe": args.unsafe}
     report = run_bench(targets, eval_set, photo, settings, progress=lambda m: print(f"[bench] {m}", flush=True),
-                       flags=flags, row_flags=row_flags, latency_only=latency_only, keras_norm=(first.mean, first.std, first.output, first.threshold))
+                       flags=flags, row_flags=row_flags, latency_only=latency_only, keras_norm=keras_norm,
+                       keras_load=load)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "bench.json")

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_arg, add_spec_args, spec_from_args
+from ._common import add_data_arg, add_load_args, add_spec_args, load_options, spec_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from deeplab_edge.export.formats import FORMATS
 
-    p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras), or any tf-keras "
-                   "segmentation model saved as .keras/.h5 (N-class scores or one foreground channel)")
+    p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras), or any segmentation model "
+                   "(N-class scores or one foreground channel): a tf-keras or Keras 3 .keras/.h5 file (keras-hub "
+                   "included) or a TensorFlow SavedModel folder")
     p.add_argument("--out", default="exported", help="output folder (default exported/)")
     p.add_argument("--formats", nargs="+", default=None, metavar="FMT",
                    help=f"formats to write: {', '.join(FORMATS)}; default: all but tflite_int16x8; 'all': every one")
     p.add_argument("--name", help="file name stem (default: the checkpoint's preset, or 'model')")
     add_data_arg(p, required_hint=" or the dataset the checkpoint was trained on")
     add_spec_args(p)
+    add_load_args(p)
     o = p.add_argument_group("format options (refused when no chosen format accepts them)")
     o.add_argument("--calibration-count", type=int,
                    help="int8: real training images to calibrate on (default 200, or all when fewer)")
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--input-size must be positive; received {args.input_size}.")
     if args.verify_images <= 0:
         raise UserError(f"--verify-images must be positive; received {args.verify_images}.")
-    model, info, ds, name = load_for_export(args.checkpoint, args.data, args.name)
+    model, info, ds, name = load_for_export(args.checkpoint, args.data, args.name, load_options(args))
     chosen = formats_for(info, args.formats)
     if args.input_size and info is not None:
         from deeplab_edge.model.deeplab import check_input_size

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_arg, add_spec_args, spec_from_args
+from ._common import add_data_arg, add_load_args, add_spec_args, load_options, spec_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras)")
+    p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras), or a model built elsewhere "
+                   "(tf-keras or Keras 3 file, SavedModel folder)")
     p.add_argument("--format", dest="formats", nargs="+", default=["tflite_int8", "onnx_int8"],
                    choices=("tflite_int8", "onnx_int8"), help="the int8 files to report on (default both)")
     p.add_argument("--out", default="quant_report", help="output folder (default quant_report/): "
@@ -22,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, default=16, help="calibration images the report runs (default 16)")
     p.add_argument("--top", type=int, default=15, help="worst tensors to print (default 15)")
     add_spec_args(p)
+    add_load_args(p)
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="the size to convert a model whose spatial size is dynamic at (default: the size it declares)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.images <= 0 or args.top <= 0:
         raise UserError(f"--images and --top must be positive; received {args.images} and {args.top}.")
-    model, info, ds, _ = load_for_export(args.checkpoint, args.data, None)
+    model, info, ds, _ = load_for_export(args.checkpoint, args.data, None, load_options(args))
     spec = spec_from_args(model, info, ds, args)
     size = tuple(model.input_shape[1:3])
     if None in size:
