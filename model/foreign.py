@@ -249,7 +249,9 @@ def load_error(path: Path, e: Exception, *, unsafe: bool) -> UserError:
     if not unsafe and ("safe_mode" in text or "unsafe" in text.lower() or "lambda" in text.lower()):
         return UserError(f"{path} holds Python code (a Lambda layer or a function), which loading runs; refused in "
                          "safe mode. Rebuild the model without Lambda layers, or pass --unsafe if you trust the file.")
-    m = re.search(r"class '([^']+)'", text) or re.search(r"Unknown (?:layer|object|class)[^:]*: '?([\w.>]+)", text)
+    m = (re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+         or re.search(r"Unknown (?:layer|object|class)[^:]*: '?([\w.>]+)", text)
+         or re.search(r"Could not deserialize class '([^']+)'", text))
     if m:
         return UserError(f"{path} uses the class {m.group(1)!r}, which is not registered here. Pass "
                          "--custom-objects FILE.py with the module that defines it (a CUSTOM_OBJECTS dict or the "

@@ -109,22 +109,57 @@ def parse_providers(providers: str | list[str] | tuple[str, ...] | None) -> tupl
     return tuple(dict.fromkeys(out))
 
 
+DEVICES = ("cpu", "gpu")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
+                 "DmlExecutionProvider", "CoreMLExecutionProvider")
+
+
 def open_backend(path: str | Path, *, backend: str | None = None, num_threads: int | None = None,
-                 providers: str | list[str] | tuple[str, ...] | None = None, output: str | None = None) -> Backend:
+                 providers: str | list[str] | tuple[str, ...] | None = None, output: str | None = None,
+                 device: str = "cpu", gpu_precision: str = "fp32") -> Backend:
     """Check `path` and open it with LiteRT or onnxruntime (chosen by `backend` or the file).
 
-    `output` names the output tensor to use when the file has several (default: the first).
+    `output` names the output tensor to use when the file has several (default: the first). `device` "gpu":
+    a `.tflite` file on LiteRT's GPU accelerator (`gpu.LiteRTGpuBackend`, `gpu_precision` fp32 or fp16), an
+    `.onnx` file on the GPU providers onnxruntime has (TensorRT, CUDA, ...); never the CPU under that name.
     """
     path = Path(path)
+    if device not in DEVICES:
+        raise unknown_name_error("device", str(device), DEVICES)
     kind = check_model_file(path, backend)
     num_threads = check_threads(num_threads)
     wanted = parse_providers(providers)
     if kind == "tflite":
         if any(p != PROVIDERS["cpu"] for p in wanted):
             raise UserError(f"--providers {','.join(wanted)} applies to .onnx files only; {path.name} runs on "
-                            "LiteRT's CPU (XNNPACK). Drop --providers or use the .onnx file.")
+                            "LiteRT (XNNPACK on the CPU, --device gpu for its GPU accelerator). Drop --providers "
+                            "or use the .onnx file.")
+        if device == "gpu":
+            from .gpu import LiteRTGpuBackend
+
+            return LiteRTGpuBackend(path, output=output, precision=gpu_precision)
         return LiteRTBackend(path, num_threads=num_threads, output=output)
+    if device == "gpu":
+        return _onnx_on_gpu(path, num_threads, wanted, output)
     return OnnxBackend(path, num_threads=num_threads, providers=wanted, output=output)
+
+
+def _onnx_on_gpu(path: Path, num_threads: int, wanted: tuple[str, ...], output: str | None) -> OnnxBackend:
+    """The .onnx file on the GPU providers asked for (else every GPU provider this onnxruntime has), refused
+    when none of them took the session: a GPU row never runs on the CPU under that name."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    chosen = tuple(p for p in (wanted or GPU_PROVIDERS) if p in available and p != PROVIDERS["cpu"])
+    if not chosen:
+        raise UserError(f"onnxruntime here has no GPU execution provider (available: {', '.join(available)}). "
+                        "Install onnxruntime-gpu on a machine with an NVIDIA GPU (pip install 'deeplab-edge[gpu]' "
+                        "after pip uninstall onnxruntime), or run on the CPU.")
+    opened = OnnxBackend(path, num_threads=num_threads, providers=chosen, output=output)
+    if not any(p in opened.providers for p in chosen):
+        raise UserError(f"onnxruntime did not enable {', '.join(chosen)} for {path} (it runs on "
+                        f"{', '.join(opened.providers)}): the GPU driver or CUDA libraries are missing.")
+    return opened
 
 
 def choose_output(path: Path, outputs: list[TensorInfo], wanted: str | None, n_inputs: int) -> int:

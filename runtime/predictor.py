@@ -398,7 +398,8 @@ def load_predictor(path: str | Path, *, backend: str | None = None, num_threads:
                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                    class_names: str | Sequence[str] | None = None, batch_size: int = 8,
                    threshold: float | None = None, output: str | None = None,
-                   output_kind: str | None = None, resample: str = "pillow", upsample: str = "labels") -> Predictor:
+                   output_kind: str | None = None, resample: str = "pillow", upsample: str = "labels",
+                   device: str = "cpu", gpu_precision: str = "fp32") -> Predictor:
     """Open a `.tflite` / `.onnx` file and build its Predictor.
 
     How to pre- and post-process comes from, in order: the keyword arguments, the file's deeplab-edge
@@ -408,9 +409,11 @@ def load_predictor(path: str | Path, *, backend: str | None = None, num_threads:
     `output` picks an output tensor by name (default the first); `output_kind` (logits, probabilities,
     labels) says what it holds when the file does not. `resample` is "pillow" (as in training) or
     "mediapipe" (as MediaPipe Tasks' ImageSegmenter on a phone; see the module docstring). `upsample`
-    says how an output at a stride reaches the image size (see `Predictor.labels_for`).
+    says how an output at a stride reaches the image size (see `Predictor.labels_for`). `device` "gpu" runs
+    the file on a GPU (`backends.open_backend`).
     """
-    opened = open_backend(path, backend=backend, num_threads=num_threads, providers=providers, output=output)
+    opened = open_backend(path, backend=backend, num_threads=num_threads, providers=providers, output=output,
+                          device=device, gpu_precision=gpu_precision)
     resolved = resolve_metadata(opened, input_size=input_size, mean=mean, std=std, class_names=class_names,
                                 threshold=threshold, output_kind=output_kind)
     return Predictor(opened, resolved.meta, batch_size=batch_size, notes=resolved.notes,

@@ -64,3 +64,15 @@ def exported(trained_tiny, synthetic_folder, tmp_path_factory):
     report = export_all(model, info, out, name="tiny", calibration=calib, verify_images=vx, verify_masks=vy,
                         progress=lambda m: None, checkpoint=run_dir / "best.keras")
     return report, model, info, vx, vy
+
+
+@pytest.fixture(scope="session")
+def binary_folder(tmp_path_factory, synthetic):
+    """The synthetic set as foreground/background, VOC layout."""
+    from deeplab_edge.model.demo_data import write_folder
+
+    tx, ty, vx, vy = synthetic
+    x = np.concatenate([vx, tx])
+    y = (np.concatenate([vy, ty]) > 0).astype(np.uint8)
+    root = tmp_path_factory.mktemp("binary") / "voc"
+    return write_folder(x, y, root, class_names=("background", "object"), val_count=len(vx))

@@ -36,18 +36,6 @@ def small_unet(size: int = SIZE):
 
 
 @pytest.fixture(scope="module")
-def binary_folder(tmp_path_factory, synthetic):
-    """The synthetic set as foreground/background, VOC layout."""
-    from deeplab_edge.model.demo_data import write_folder
-
-    tx, ty, vx, vy = synthetic
-    x = np.concatenate([vx, tx])
-    y = (np.concatenate([vy, ty]) > 0).astype(np.uint8)
-    root = tmp_path_factory.mktemp("binary") / "voc"
-    return write_folder(x, y, root, class_names=("background", "object"), val_count=len(vx))
-
-
-@pytest.fixture(scope="module")
 def user_unet(tmp_path_factory, synthetic) -> Path:
     """The U-Net trained for a few epochs with plain model.fit, saved as .keras."""
     from deeplab_edge.model._keras import keras

@@ -1,0 +1,230 @@
+"""`.tflite` files on LiteRT's GPU accelerator (CompiledModel; WebGPU over Vulkan on Linux), TF-free.
+
+A GPU row never runs on the CPU under a GPU label: the accelerator is asked for alone (no CPU fallback),
+so a file with an op the GPU cannot take fails with the ops named; the input buffers must live in GPU
+memory; and the adapter LiteRT selected (vendor, device, software or not) is read from its own log line
+and reported. `run` returns once the output has been read back to the host, so a timed call covers the
+whole asynchronous GPU submission.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deeplab_edge.errors import UserError
+
+from .metadata import read_tflite_metadata
+from .standard_metadata import read_standard_metadata, tflite_output_activation
+from .vulkan import VulkanSetup, activate, find_vulkan
+
+PRECISIONS = ("fp32", "fp16")
+HOST_MEMORY = 1  # LiteRT's TensorBuffer type for plain host memory: a CPU buffer
+_ADAPTER = re.compile(r"Selected adapter: (.*)")
+_REASONS = ("not supported by GPU", "Couldn't load Vulkan", "Found no drivers", "No adapters found",
+            "Failed to initialize", "not accelerated", "Unsupported", "unsupported", "dynamic-sized tensors")
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """What ran a GPU row: the adapter as LiteRT names it, and what that means for its numbers."""
+
+    adapter: str  # e.g. "SwiftShader Device (Subzero), arch=swiftshader, vendor=google, backend=Vulkan, ..."
+    emulated: bool  # a software device (SwiftShader, lavapipe, llvmpipe): correct results, a CPU's latency
+    precision: str  # "fp32": enforced 32-bit arithmetic; "fp16": the accelerator may compute in half precision
+    fully_accelerated: bool
+    vulkan: str  # "system" or the SwiftShader folder
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @property
+    def label(self) -> str:
+        device = self.adapter.split(",")[0]
+        return f"LiteRT GPU ({device}{', emulated on the CPU' if self.emulated else ''}; {self.precision})"
+
+
+def is_emulated(adapter: str) -> bool:
+    a = adapter.lower()
+    return any(k in a for k in ("swiftshader", "cpu / software", "llvmpipe", "lavapipe", "software"))
+
+
+@contextlib.contextmanager
+def _captured_fd2(sink: list[str]):
+    """LiteRT and Dawn log natively on file descriptor 2 (the adapter, unsupported ops): read it back."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            sink.append(tmp.read().decode("utf-8", "replace"))
+
+
+def _reason(log: str, error: str | None) -> str:
+    """The accelerator's own reason from its log (the unsupported ops it lists, the Vulkan failure), else the
+    exception's detail lines."""
+    all_lines = log.splitlines()
+    lines = [ln.strip() for ln in all_lines if any(k in ln for k in _REASONS)]
+    for i, ln in enumerate(all_lines):
+        if "not supported by GPU" in ln:
+            ops = [ln.split("GPU delegate:", 1)[-1].strip()]
+            for nxt in all_lines[i + 1:]:
+                if "operations will run" in nxt or not nxt.strip():
+                    break
+                ops.append(nxt.strip())
+            return "ops the GPU cannot run: " + " ".join(o for o in ops if o)[:400]
+    if lines:
+        return "; ".join(dict.fromkeys(re.sub(r"^(WARNING|ERROR|INFO): (\[[^]]*\] )?", "", ln) for ln in lines))[:400]
+    text = " ".join(ln.strip(" └") for ln in str(error or "").strip().splitlines()[1:])
+    return (text or "no reason logged")[:300]
+
+
+def _replay_unless_quiet(log: str) -> None:
+    """The accelerator's own lines: shown with --verbose (or to library users), hidden when the CLI is quiet,
+    where its teardown lines at exit are hidden too."""
+    import sys
+
+    from deeplab_edge.logs import QUIET_ENV
+
+    if os.environ.get(QUIET_ENV) == "1":
+        _quiet_at_exit()
+    elif log:
+        sys.stderr.write(log)
+
+
+def _quiet_at_exit() -> None:
+    import atexit
+
+    def mute() -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, 2)
+
+    if not getattr(_quiet_at_exit, "done", False):
+        atexit.register(mute)
+        _quiet_at_exit.done = True
+
+
+class LiteRTGpuBackend:
+    """A float `.tflite` file on LiteRT's GPU accelerator; the `Backend` interface of `backends.py`."""
+
+    name = "litert-gpu"
+
+    def __init__(self, path: Path, *, output: str | None = None, precision: str = "fp32",
+                 setup: VulkanSetup | None = None) -> None:
+        from .backends import TensorInfo, choose_output
+
+        if precision not in PRECISIONS:
+            raise UserError(f"GPU precision must be one of {', '.join(PRECISIONS)}; received {precision!r}.")
+        self.path = Path(path)
+        setup = setup or find_vulkan()
+        if setup is None:
+            raise UserError("No Vulkan device here for LiteRT's GPU accelerator: install the GPU's Vulkan driver "
+                            "(e.g. mesa-vulkan-drivers, or NVIDIA's driver), or `deeplab-edge gpu "
+                            "--install-swiftshader` for the software device (correct results, CPU speed).")
+        activate(setup)
+        buf = self.path.read_bytes()
+        self.metadata = read_tflite_metadata(buf, source=str(self.path))
+        self.standard = read_standard_metadata(buf, source=str(self.path))
+        log: list[str] = []
+        error = None
+        with _captured_fd2(log):
+            try:
+                from ai_edge_litert.compiled_model import CompiledModel, GpuOptions, HardwareAccelerator, Options
+
+                options = Options(hardware_accelerators=HardwareAccelerator.GPU,
+                                  gpu_options=GpuOptions(enforce_f32=precision == "fp32"))
+                self._model = CompiledModel.from_file(str(self.path), options=options)
+                fully = self._model.is_fully_accelerated()
+                types = list(self._model.get_input_buffer_requirements(0).get("supported_types", []))
+            except (RuntimeError, ValueError) as e:
+                error = str(e)
+            import gc
+
+            gc.collect()  # a failed model's environment logs its teardown now, into the captured log
+        text = "".join(log)
+        _replay_unless_quiet(text)
+        if error is not None:
+            raise UserError(f"LiteRT's GPU accelerator cannot run {self.path} on its own: {_reason(text, error)}. "
+                            "Run it on the CPU (--device cpu), or export a file without those ops.")
+        adapter = (_ADAPTER.findall(text) or ["unnamed adapter (LiteRT logged none)"])[0].strip()
+        if not fully:
+            self._discard()
+            raise UserError(f"LiteRT's GPU accelerator takes only part of {self.path}; a GPU row is not run half on "
+                            f"the CPU. {_reason(text, None)}")
+        if HOST_MEMORY in types and len(types) == 1:
+            self._discard()
+            raise UserError(f"LiteRT's GPU accelerator did not take {self.path}: its input stays in host memory, so "
+                            "it would run on the CPU and is not reported as a GPU run. GPU rows are for float files "
+                            "(fp32, fp16); run int8 files on the CPU.")
+        key = list(self._model.get_signature_list())[0]
+        ins = list(self._model.get_input_tensor_details(key).values())
+        outs = list(self._model.get_output_tensor_details(key).values())
+        self.outputs = tuple(TensorInfo(o["name"], tuple(int(d) for d in o["shape"]), np.dtype(o["dtype"]))
+                             for o in outs)
+        k = choose_output(self.path, list(self.outputs), output, len(ins))
+        inp = ins[0]
+        self.input = TensorInfo(inp["name"], (None, *(int(d) for d in inp["shape"][1:])), np.dtype(inp["dtype"]))
+        self.output = self.outputs[k]
+        self._out_index = k
+        self._in_shape = tuple(int(d) for d in inp["shape"])
+        if self.input.dtype.kind in "iu" and self.input.dtype != np.uint8 or self.output.dtype.kind in "iu":
+            raise UserError(f"{self.path} has integer input/output tensors ({self.input.dtype}/{self.output.dtype}); "
+                            "the GPU rows run float files (fp32, fp16). Run int8 files on the CPU.")
+        self.activation = tflite_output_activation(buf, self._output_tensor_index(buf, k))
+        self._inputs = self._model.create_input_buffers(0)
+        self._outputs = self._model.create_output_buffers(0)
+        self.gpu = GpuInfo(adapter, is_emulated(adapter), precision, True, setup.source)
+        self.providers = (self.gpu.label,)
+        self.notes: tuple[str, ...] = (
+            (f"emulated GPU: {adapter.split(',')[0]} runs Vulkan on the CPU, so this row proves the file and the "
+             "GPU path but its latency is not a GPU's",) if self.gpu.emulated else ())
+        self.num_threads = None
+
+    def _discard(self) -> None:
+        """Free a model that will not be used, its teardown lines captured (not on the user's terminal)."""
+        import gc
+
+        log: list[str] = []
+        with _captured_fd2(log):
+            del self._model
+            gc.collect()
+        _replay_unless_quiet("".join(log))
+
+    @staticmethod
+    def _output_tensor_index(buf: bytes, k: int) -> int:
+        from ai_edge_litert.tools import flatbuffer_utils
+
+        model = flatbuffer_utils.convert_bytearray_to_object(bytearray(buf))
+        return int(model.subgraphs[0].outputs[k])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Outputs for `batch`, one image at a time (the file's batch), each read back to the host."""
+        if tuple(batch.shape[1:]) != self._in_shape[1:]:
+            raise UserError(f"{self.path} takes inputs of shape {self._in_shape}; received {tuple(batch.shape)}.")
+        if batch.shape[0] != self._in_shape[0]:
+            return np.concatenate([self.run(batch[i:i + 1]) for i in range(batch.shape[0])])
+        out = self.output
+        try:
+            self._inputs[0].write(np.ascontiguousarray(batch, dtype=self.input.dtype))
+            self._model.run_by_index(0, self._inputs, self._outputs)
+            # read() waits for the GPU: what a caller times includes the whole submission.
+            flat = self._outputs[self._out_index].read(int(np.prod(out.shape)), out.dtype)
+        except (RuntimeError, ValueError) as e:
+            from .backends import run_error
+
+            raise run_error(self.path, "LiteRT GPU", e) from None
+        return np.asarray(flat).reshape(out.shape).copy()
