@@ -17,10 +17,19 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/deeplab-edge demo --out report --force
 
-test: $(STAMP)
+# The GPU-path tests run on SwiftShader (a CPU Vulkan device from Debian's chromium-common, fetched with
+# apt-get download into ~/.cache/deeplab-edge/swiftshader) where the machine has no GPU; without apt-get they
+# skip with a one-line reason.
+GPU_STAMP := $(VENV)/.gpu-device
+
+$(GPU_STAMP): $(STAMP)
+	-$(BIN)/deeplab-edge gpu --install-swiftshader
+	touch $(GPU_STAMP)
+
+test: $(STAMP) $(GPU_STAMP)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(GPU_STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 # The TF-free runtime on aarch64 under qemu-user (Debian arm64 Python + aarch64 wheels, cached in

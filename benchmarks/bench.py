@@ -24,7 +24,7 @@ class BenchSettings:
     warmup: int = 5
     min_runs: int = 30
     min_time_s: float = 3.0
-    gpu: str = "auto"  # auto: GPU rows where a GPU is present, listed as skipped otherwise; "off"
+    gpu: str = "auto"  # auto: GPU rows where a GPU (or a software Vulkan device) is present, else skipped; "off"
     timeout_s: float = 900.0
 
     def to_dict(self) -> dict:
@@ -98,25 +98,45 @@ def _distinct_names(targets: list[Target]) -> list[Target]:
     return targets
 
 
+FLOAT_GPU = ("fp32", "fp16")  # the precisions a GPU row runs (int8 stays on the CPU/edge rows)
+
+
 def gpu_targets(targets: list[Target], settings: BenchSettings) -> tuple[list[Target], list[BenchRow]]:
-    """GPU rows: ONNX float files on onnxruntime's CUDA provider where present; the rest listed as skipped."""
+    """GPU rows beside the CPU ones: float .tflite files on LiteRT's GPU accelerator where a Vulkan device exists
+    (a software one is marked emulated in its row), float .onnx files on onnxruntime's GPU providers, the Keras
+    model where TensorFlow can see an NVIDIA GPU; the rest listed as skipped with the reason."""
     if settings.gpu == "off":
         return [], []
     import onnxruntime as ort
 
-    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    from deeplab_edge.runtime.backends import GPU_PROVIDERS
+    from deeplab_edge.runtime.vulkan import find_vulkan
+
+    vulkan = find_vulkan()
+    ort_gpu = [p for p in ort.get_available_providers() if p in GPU_PROVIDERS]
+    nvidia = Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
     run, skipped = [], []
     for t in targets:
         name = f"{t.name}_gpu"
-        if t.backend == "onnxruntime" and t.name.endswith("fp32"):
-            if cuda:
-                run.append(Target(name, t.file, t.format, t.backend, "gpu"))
-            else:
-                skipped.append(BenchRow.skipped(name, t.format, t.backend, device="gpu",
-                                                reason="no CUDAExecutionProvider in this onnxruntime / no GPU"))
-        elif t.backend == "litert" and t.name.endswith("fp32"):
+        if not t.name.endswith(FLOAT_GPU) and t.backend != "keras":
+            continue
+        if t.backend == "litert" and vulkan is not None:
+            run.append(Target(name, t.file, t.format, t.backend, "gpu"))
+        elif t.backend == "litert":
+            skipped.append(BenchRow.skipped(name, t.format, t.backend, device="gpu", reason=(
+                "no Vulkan device for LiteRT's GPU accelerator: install the GPU's Vulkan driver, or "
+                "`deeplab-edge gpu --install-swiftshader` for the software device (emulated)")))
+        elif t.backend == "onnxruntime" and t.name.endswith("fp32") and ort_gpu:
+            run.append(Target(name, t.file, t.format, t.backend, "gpu"))
+        elif t.backend == "onnxruntime" and t.name.endswith("fp32"):
+            skipped.append(BenchRow.skipped(name, t.format, t.backend, device="gpu", reason=(
+                f"no GPU execution provider in onnxruntime {ort.__version__} (CUDA/TensorRT need onnxruntime-gpu "
+                "and an NVIDIA GPU: the [gpu] extra)")))
+        elif t.backend == "keras" and nvidia:
+            run.append(Target(name, t.file, t.format, t.backend, "gpu"))
+        elif t.backend == "keras":
             skipped.append(BenchRow.skipped(name, t.format, t.backend, device="gpu",
-                                            reason="LiteRT GPU accelerator not measured by this tool (CPU XNNPACK only)"))
+                                            reason="no NVIDIA GPU for TensorFlow here"))
     return run, skipped
 
 
@@ -183,7 +203,9 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
             progress(f"[{i + 1}/{len(all_targets)}] {t.name} ({t.backend}, {t.device}, {settings.threads} threads)")
             spec = {"file": str(t.file), "backend": t.backend, "device": t.device, "threads": settings.threads,
                     "photo_npy": str(photo_npy), "warmup": settings.warmup, "min_runs": settings.min_runs,
-                    "min_time_s": settings.min_time_s, "flags": {**(flags or {}), **(row_flags or {}).get(base, {})},
+                    "min_time_s": settings.min_time_s, "flags": {**(flags or {}), **(row_flags or {}).get(base, {}),
+                                                 **({"gpu_precision": "fp16"} if t.device == "gpu" and base.endswith("fp16")
+                                                    else {})},
                     "keras_norm": keras_norm, "load": keras_load or {}}
             # Two processes per row: one only loads and times the model (its peak memory is the runtime's,
             # whatever the eval-set size), one labels the evaluation set.
@@ -206,6 +228,7 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
             if not evaluate:
                 notes.insert(0, f"latency only, mIoU not measured: {latency_only[base]}")
             rows_by_name[t.name] = BenchRow(latency=LatencyStats.from_dict(res["latency"]), pre_ms=res["pre_ms"],
+                                            gpu=res.get("gpu"),
                                             post_ms=res["post_ms"], peak_rss_mb=res["peak_rss_mb"],
                                             base_rss_mb=res.get("base_rss_mb"), load_ms=res.get("load_ms"),
                                             first_ms=res.get("first_ms"), miou=res.get("miou"),

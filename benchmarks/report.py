@@ -41,7 +41,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[BenchRow], str | None], bool], ...] = (
     ("name", "name", lambda r: r.name, False),
     ("format", "", lambda r: r.format, False),
     ("backend", "backend", lambda r: r.backend, False),
-    ("device", "dev", lambda r: r.device, False),
+    ("device", "dev", lambda r: f"{r.device} (emulated)" if r.emulated else r.device, False),
     ("provider (ran on)", "provider", lambda r: _short_provider(r.provider) if r.provider else None, False),
     ("threads", "thr", lambda r: None if r.threads is None else str(r.threads), True),
     ("status", "status", lambda r: r.status, False),
@@ -67,7 +67,9 @@ LEGEND = (
     "share of pixels whose predicted class equals the float reference's. peak RSS: high-water mark "
     "(MiB) of a process that only loaded, warmed up and timed the model (the evaluation runs in another). "
     "load / 1st inference: cold start, reading the file and building the interpreter or session, then "
-    "the first inference. Sizes in MiB."
+    "the first inference (on a GPU: shader compilation and weight upload). Sizes in MiB. GPU rows time "
+    "until the output is back on the host; gpu (emulated): a software Vulkan device (SwiftShader) on the "
+    "CPU, which proves the file and the GPU path but whose latency is not a GPU's."
 )
 
 

@@ -70,6 +70,8 @@ class BenchRow:
         note: why an ok row has no accuracy figures (latency only), or what was inferred about the file.
         provider: what actually ran the row, read back from the runtime after loading ("XNNPACK (CPU)",
             "CUDAExecutionProvider, CPUExecutionProvider", "TensorFlow CPU"); "" when it did not run.
+        gpu: for a LiteRT GPU row, the adapter LiteRT selected, whether it is emulated (a software Vulkan
+            device on the CPU: its latency is not a GPU's), the arithmetic precision, full acceleration.
     """
 
     name: str
@@ -95,6 +97,7 @@ class BenchRow:
     load_ms: float | None = None
     first_ms: float | None = None
     per_class_iou: list[float | None] | None = None  # IoU of each class (0..1), None where absent from both
+    gpu: dict | None = None  # GPU rows: adapter, emulated, precision, fully_accelerated (runtime.gpu.GpuInfo)
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -122,6 +125,11 @@ class BenchRow:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def emulated(self) -> bool:
+        """A GPU row on a software device: correct results, a CPU's latency."""
+        return bool(self.gpu and self.gpu.get("emulated"))
 
     @property
     def p50_ms(self) -> float | None:

@@ -26,6 +26,7 @@ COMMANDS = {
     "export": "export a checkpoint to TFLite and ONNX files, each verified against Keras",
     "predict": "run an exported file on images: mask PNGs and overlays (no TensorFlow needed)",
     "bench": "latency and accuracy of exported files side by side, with an optional CI budget",
+    "gpu": "the GPU paths this machine offers (LiteRT over Vulkan, onnxruntime providers); a software Vulkan device",
     "profile": "time per op type and per layer of a .tflite or .onnx file",
     "quant-report": "per-layer quantisation error of the int8 files of a checkpoint (JSON, Markdown, plot)",
 }
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     # Only the chosen command's module is imported (and so only it may import TensorFlow).
     chosen = next((a for a in argv if not a.startswith("-")), None)
     if chosen in COMMANDS:  # before the command's module may import TensorFlow
-        quiet_runtimes(onnxruntime=chosen in ("demo", "export", "predict", "bench", "profile", "quant-report"),
+        quiet_runtimes(onnxruntime=chosen in ("demo", "export", "predict", "bench", "profile", "quant-report", "gpu"),
                        verbose="--verbose" in argv)
     modules = {}
     if chosen in COMMANDS:

@@ -37,7 +37,8 @@ class GpuInfo:
 
     adapter: str  # e.g. "SwiftShader Device (Subzero), arch=swiftshader, vendor=google, backend=Vulkan, ..."
     emulated: bool  # a software device (SwiftShader, lavapipe, llvmpipe): correct results, a CPU's latency
-    precision: str  # "fp32": enforced 32-bit arithmetic; "fp16": the accelerator may compute in half precision
+    precision: str  # "fp32": 32-bit arithmetic enforced; "fp16": half precision allowed (LiteRT's default on
+    # GPUs with fp16 support, what phones run; a device without it, such as SwiftShader, computes in fp32)
     fully_accelerated: bool
     vulkan: str  # "system" or the SwiftShader folder
 
@@ -47,7 +48,7 @@ class GpuInfo:
     @property
     def label(self) -> str:
         device = self.adapter.split(",")[0]
-        return f"LiteRT GPU ({device}{', emulated on the CPU' if self.emulated else ''}; {self.precision})"
+        return f"LiteRT GPU {self.precision}: {device}"
 
 
 def is_emulated(adapter: str) -> bool:
@@ -143,7 +144,12 @@ class LiteRTGpuBackend:
         error = None
         with _captured_fd2(log):
             try:
-                from ai_edge_litert.compiled_model import CompiledModel, GpuOptions, HardwareAccelerator, Options
+                from ai_edge_litert.compiled_model import (
+                    CompiledModel,
+                    GpuOptions,
+                    HardwareAccelerator,
+                    Options,
+                )
 
                 options = Options(hardware_accelerators=HardwareAccelerator.GPU,
                                   gpu_options=GpuOptions(enforce_f32=precision == "fp32"))
@@ -162,11 +168,11 @@ class LiteRTGpuBackend:
                             "Run it on the CPU (--device cpu), or export a file without those ops.")
         adapter = (_ADAPTER.findall(text) or ["unnamed adapter (LiteRT logged none)"])[0].strip()
         if not fully:
-            self._discard()
+            self.close()
             raise UserError(f"LiteRT's GPU accelerator takes only part of {self.path}; a GPU row is not run half on "
                             f"the CPU. {_reason(text, None)}")
         if HOST_MEMORY in types and len(types) == 1:
-            self._discard()
+            self.close()
             raise UserError(f"LiteRT's GPU accelerator did not take {self.path}: its input stays in host memory, so "
                             "it would run on the CPU and is not reported as a GPU run. GPU rows are for float files "
                             "(fp32, fp16); run int8 files on the CPU.")
@@ -193,16 +199,7 @@ class LiteRTGpuBackend:
             (f"emulated GPU: {adapter.split(',')[0]} runs Vulkan on the CPU, so this row proves the file and the "
              "GPU path but its latency is not a GPU's",) if self.gpu.emulated else ())
         self.num_threads = None
-
-    def _discard(self) -> None:
-        """Free a model that will not be used, its teardown lines captured (not on the user's terminal)."""
-        import gc
-
-        log: list[str] = []
-        with _captured_fd2(log):
-            del self._model
-            gc.collect()
-        _replay_unless_quiet("".join(log))
+        self._ran = False
 
     @staticmethod
     def _output_tensor_index(buf: bytes, k: int) -> int:
@@ -217,6 +214,17 @@ class LiteRTGpuBackend:
             raise UserError(f"{self.path} takes inputs of shape {self._in_shape}; received {tuple(batch.shape)}.")
         if batch.shape[0] != self._in_shape[0]:
             return np.concatenate([self.run(batch[i:i + 1]) for i in range(batch.shape[0])])
+        if not self._ran:  # the first run sets up LiteRT's buffer environment, which logs natively
+            log: list[str] = []
+            with _captured_fd2(log):
+                try:
+                    return self._run_one(batch)
+                finally:
+                    self._ran = True
+                    _replay_unless_quiet("".join(log))
+        return self._run_one(batch)
+
+    def _run_one(self, batch: np.ndarray) -> np.ndarray:
         out = self.output
         try:
             self._inputs[0].write(np.ascontiguousarray(batch, dtype=self.input.dtype))
@@ -228,3 +236,23 @@ class LiteRTGpuBackend:
 
             raise run_error(self.path, "LiteRT GPU", e) from None
         return np.asarray(flat).reshape(out.shape).copy()
+
+    def close(self) -> None:
+        """Free the GPU model and its buffers now (their teardown lines captured)."""
+        if getattr(self, "_model", None) is None:
+            return
+        log: list[str] = []
+        with _captured_fd2(log):
+            self._inputs = self._outputs = None
+            self._model = None
+            import gc
+
+            gc.collect()
+        _replay_unless_quiet("".join(log))
+
+    def __del__(self) -> None:
+        import sys
+
+        if not sys.is_finalizing():
+            with contextlib.suppress(Exception):
+                self.close()

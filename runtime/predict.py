@@ -77,7 +77,8 @@ def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir:
                   class_names: str | Sequence[str] | None = None, batch_size: int = 1, overlay: bool = True,
                   progress: bool | None = None, predictor: Predictor | None = None, threshold: float | None = None,
                   output: str | None = None, output_kind: str | None = None,
-                  resample: str = "pillow", upsample: str = "labels") -> PredictSummary:
+                  resample: str = "pillow", upsample: str = "labels", device: str = "cpu",
+                  gpu_precision: str = "fp32") -> PredictSummary:
     """Segment every image in `inputs` (files or folders) and write mask and overlay PNGs to `out_dir`.
 
     Model and option mistakes raise UserError before any image is read; an unreadable image is recorded
@@ -90,7 +91,8 @@ def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir:
         predictor = load_predictor(model_path, backend=backend, num_threads=num_threads, providers=providers,
                                    input_size=input_size, mean=mean, std=std, class_names=class_names,
                                    batch_size=batch_size, threshold=threshold, output=output,
-                                   output_kind=output_kind, resample=resample, upsample=upsample)
+                                   output_kind=output_kind, resample=resample, upsample=upsample, device=device,
+                                   gpu_precision=gpu_precision)
     predictor.timings.clear()  # the summary covers this call
     stems = _output_stems(paths)
     written: list[Written] = []

@@ -20,7 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-runs", type=int, default=30)
     p.add_argument("--min-time", type=float, default=3.0, help="minimum seconds of timed runs per row")
     p.add_argument("--gpu", choices=("auto", "off"), default="auto",
-                   help="auto: GPU rows where onnxruntime has CUDA, listed as skipped otherwise")
+                   help="auto (default): GPU rows beside the CPU ones for the float files, on LiteRT's GPU "
+                        "accelerator where a Vulkan device exists (a software one is marked emulated), "
+                        "onnxruntime's GPU providers, TensorFlow's GPU; listed as skipped with the reason otherwise")
     p.add_argument("--out", default="bench", help="folder for bench.json, bench.md and plots (default bench/)")
     p.add_argument("--budget", metavar="FILE", help="JSON limits; exit 1 naming each broken limit")
     add_model_flags(p)

@@ -21,6 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads (default: the CPUs this process may use, for LiteRT and onnxruntime alike)")
     parser.add_argument("--providers", default=None, metavar="LIST",
                         help="onnxruntime providers in order, e.g. cuda,cpu (CUDA only if available)")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu (default): XNNPACK / onnxruntime's CPU provider; gpu: a .tflite file on LiteRT's "
+                             "GPU accelerator (a Vulkan device: the GPU's driver, or `deeplab-edge gpu "
+                             "--install-swiftshader`), an .onnx file on onnxruntime's GPU providers; never the CPU "
+                             "under the GPU's name")
+    parser.add_argument("--gpu-precision", choices=("fp32", "fp16"), default="fp32",
+                        help="LiteRT GPU arithmetic: fp32 (default, enforced) or fp16 (faster on most GPUs, "
+                             "agreement a little lower)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N", help="images per inference call")
     add_model_flags(parser)
     parser.add_argument("--no-overlay", action="store_true", help="write the masks only")
@@ -40,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     summary = predict_paths(
         args.model, args.images, args.out, backend=args.backend, num_threads=args.threads,
         providers=args.providers, batch_size=args.batch_size, overlay=not args.no_overlay, resample=args.resample,
-        upsample=args.upsample,
+        upsample=args.upsample, device=args.device, gpu_precision=args.gpu_precision,
         **model_flags(args),
     )
     print(summary.to_text(failures=False))
