@@ -205,11 +205,12 @@ def test_keras_hub_segmenter_says_its_preprocessing(tmp_path):
     """A keras-hub DeepLabV3ImageSegmenter (tiny ResNet, random weights): mean/std from its image converter's
     scale and offset, the size from its image_size, logits, no flags."""
     keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (pip install keras-hub)")
+    from deeplab_edge.benchmarks.keras_hub_compare import hub_segmenter
     from deeplab_edge.export.spec import model_spec
     from deeplab_edge.model.checkpoint import load_checkpoint
 
     path = tmp_path / "hub.keras"
-    tiny_hub_segmenter(keras_hub, 48, 3).save(path)
+    hub_segmenter(keras_hub, 48, 3).save(path)
     model, info = load_checkpoint(path)
     assert info is None and model.input_shape == (None, 48, 48, 3) and model.output_shape == (None, 48, 48, 3)
     spec = model_spec(model, None, None, checkpoint=path)
@@ -218,40 +219,15 @@ def test_keras_hub_segmenter_says_its_preprocessing(tmp_path):
     assert spec.output == "logits" and any("keras-hub" in n for n in spec.notes)
 
 
-IMAGENET_SCALE = [1 / (0.229 * 255), 1 / (0.224 * 255), 1 / (0.225 * 255)]
-IMAGENET_OFFSET = [-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]
-
-
-def tiny_hub_segmenter(keras_hub, size: int, classes: int, *, resnet50: bool = False):
-    """keras-hub's DeepLabV3ImageSegmenter with an ImageNet-normalising image converter: ResNet50 (bottleneck
-    blocks 3-4-6-3, ASPP on P5, rates 6/12/18) or a tiny basic-block ResNet."""
-    if resnet50:
-        enc = keras_hub.models.ResNetBackbone(
-            input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 128, 256, 512],
-            stackwise_num_blocks=[3, 4, 6, 3], stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block")
-        backbone = keras_hub.models.DeepLabV3Backbone(image_encoder=enc, low_level_feature_key="P2",
-                                                      spatial_pyramid_pooling_key="P5", upsampling_size=8,
-                                                      dilation_rates=[6, 12, 18])
-    else:
-        enc = keras_hub.models.ResNetBackbone(
-            input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32, 32],
-            stackwise_num_blocks=[1, 1, 1], stackwise_num_strides=[1, 2, 2], block_type="basic_block")
-        backbone = keras_hub.models.DeepLabV3Backbone(image_encoder=enc, low_level_feature_key="P2",
-                                                      spatial_pyramid_pooling_key="P4", upsampling_size=4,
-                                                      dilation_rates=[2, 4], projection_filters=16)
-    converter = keras_hub.layers.DeepLabV3ImageConverter(image_size=(size, size), scale=IMAGENET_SCALE,
-                                                         offset=IMAGENET_OFFSET)
-    pre = keras_hub.models.DeepLabV3ImageSegmenterPreprocessor(image_converter=converter)
-    return keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone, num_classes=classes, preprocessor=pre)
-
-
 @pytest.mark.slow
 def test_keras_hub_deeplabv3_resnet50_exports_verifies_and_benches(synthetic_folder, tmp_path, capsys):
     """keras-hub's DeepLabV3ImageSegmenter on ResNet50 (random weights, 256 px): saved, exported to the default
     formats with no flags, every file verified, and benched with the Keras 3 reference row."""
     keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (pip install keras-hub)")
+    from deeplab_edge.benchmarks.keras_hub_compare import hub_segmenter
+
     path = tmp_path / "deeplabv3_resnet50.keras"
-    model = tiny_hub_segmenter(keras_hub, 256, 4, resnet50=True)
+    model = hub_segmenter(keras_hub, 256, 4, resnet50=True)
     assert model.count_params() > 35e6
     model.save(path)
     out = tmp_path / "exp"
