@@ -126,11 +126,18 @@ def keras_converter(model) -> tf.lite.TFLiteConverter:
     Here only the inference function and the variables it reads are saved: the same ops, the same
     outputs (checked bit-exact on the tiny preset), the same input name and shape.
     """
+    from deeplab_edge.model.foreign import source_of
+
     holder = tf.Module()
     holder.model_variables = list(model.variables)
     holder.serve = tf.function(lambda x: model(x, training=False))
     name = (getattr(model, "input_names", None) or ["image"])[0]
-    spec = tf.TensorSpec((None, *model.input_shape[1:]), model.inputs[0].dtype, name=name)
+    # A model built elsewhere converts at batch 1: graphs that reshape by tf.shape (keras-hub's ASPP pooling)
+    # otherwise keep SHAPE/RESHAPE ops whose outputs are dynamic at run time, and XNNPACK and the GPU
+    # accelerator leave everything after them undelegated (keras-hub DeepLabV3 ResNet50 at 256 px: 94 ms
+    # fp32 with a dynamic batch, the GPU accelerator refusing it).
+    batch = 1 if source_of(model) is not None else None
+    spec = tf.TensorSpec((batch, *model.input_shape[1:]), model.inputs[0].dtype, name=name)
     return tf.lite.TFLiteConverter.from_concrete_functions([holder.serve.get_concrete_function(spec)], holder)
 
 

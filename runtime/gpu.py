@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,8 +252,6 @@ class LiteRTGpuBackend:
         _replay_unless_quiet("".join(log))
 
     def __del__(self) -> None:
-        import sys
-
         if not sys.is_finalizing():
             with contextlib.suppress(Exception):
                 self.close()

@@ -245,3 +245,11 @@ def test_keras_hub_deeplabv3_resnet50_exports_verifies_and_benches(synthetic_fol
     rows = {r["name"]: r for r in json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]}
     assert rows["keras_fp32"]["status"] == "ok" and "keras-hub" in rows["keras_fp32"]["provider"]
     assert all(r["status"] == "ok" for r in rows.values() if r["device"] == "cpu")
+
+
+def test_eval_takes_a_keras3_model_with_its_own_normalisation(keras3_models, synthetic_folder, tmp_path, capsys):
+    rc = main(["eval", str(keras3_models["keras3"]), "--data", str(synthetic_folder), "--json", str(tmp_path / "m.json")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "Rescaling" in out  # the normalisation it was evaluated with is said
+    assert json.loads((tmp_path / "m.json").read_text())["miou"] > 0.5
