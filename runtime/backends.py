@@ -8,18 +8,18 @@ returns an object with `.input` / `.output` (`TensorInfo`), `.metadata`, `.name`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from deeplab_edge.errors import UserError, did_you_mean, unknown_name_error
+from deeplab_edge.errors import UserError, unknown_name_error
 from deeplab_edge.logs import held_stderr
 
 from .files import check_model_file
 from .metadata import ModelMetadata, read_onnx_metadata, read_tflite_metadata
 from .standard_metadata import StandardMetadata, read_standard_metadata, tflite_output_activation
+from .tensors import TensorInfo, choose_output, run_error
 
 # --providers spellings -> onnxruntime execution provider names.
 PROVIDERS = {
@@ -31,21 +31,6 @@ PROVIDERS = {
     "dml": "DmlExecutionProvider",
     "openvino": "OpenVINOExecutionProvider",
 }
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """A model input or output: shape with None for dynamic dims, numpy dtype, int quantisation."""
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: np.dtype
-    scale: float | None = None
-    zero_point: int | None = None
-
-    @property
-    def quantized(self) -> bool:
-        return self.scale is not None
 
 
 class Backend(Protocol):
@@ -61,13 +46,6 @@ class Backend(Protocol):
     notes: tuple[str, ...]
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-def run_error(path: Path, engine: str, e: BaseException) -> UserError:
-    """A file that loaded but fails when run (damaged weights or shapes): one clear line."""
-    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-    return UserError(f"{engine} failed to run {path}: {first}. The file is damaged or was not written for "
-                     "this runtime; export it again with `deeplab-edge export`.")
 
 
 def default_threads() -> int:
@@ -160,22 +138,6 @@ def _onnx_on_gpu(path: Path, num_threads: int, wanted: tuple[str, ...], output: 
         raise UserError(f"onnxruntime did not enable {', '.join(chosen)} for {path} (it runs on "
                         f"{', '.join(opened.providers)}): the GPU driver or CUDA libraries are missing.")
     return opened
-
-
-def choose_output(path: Path, outputs: list[TensorInfo], wanted: str | None, n_inputs: int) -> int:
-    """Index of the output to use: `wanted` by name, else the first. Several inputs are refused."""
-    if n_inputs != 1:
-        raise UserError(f"{path} has {n_inputs} inputs; a segmentation model takes one image input. "
-                        "Export a graph with a single (N, H, W, 3) or (N, 3, H, W) input.")
-    if not outputs:
-        raise UserError(f"{path} has no outputs.")
-    if wanted is None:
-        return 0
-    names = [o.name for o in outputs]
-    if wanted not in names:
-        raise UserError(f"{path} has no output named {wanted!r}.{did_you_mean(wanted, names)} "
-                        f"Its outputs: {', '.join(names)}.")
-    return names.index(wanted)
 
 
 class LiteRTBackend:

@@ -23,6 +23,7 @@ from deeplab_edge.errors import UserError
 
 from .metadata import read_tflite_metadata
 from .standard_metadata import read_standard_metadata, tflite_output_activation
+from .tensors import TensorInfo, choose_output, run_error
 from .vulkan import VulkanSetup, activate, find_vulkan
 
 PRECISIONS = ("fp32", "fp16")
@@ -127,8 +128,6 @@ class LiteRTGpuBackend:
 
     def __init__(self, path: Path, *, output: str | None = None, precision: str = "fp32",
                  setup: VulkanSetup | None = None) -> None:
-        from .backends import TensorInfo, choose_output
-
         if precision not in PRECISIONS:
             raise UserError(f"GPU precision must be one of {', '.join(PRECISIONS)}; received {precision!r}.")
         self.path = Path(path)
@@ -233,8 +232,6 @@ class LiteRTGpuBackend:
             # read() waits for the GPU: what a caller times includes the whole submission.
             flat = self._outputs[self._out_index].read(int(np.prod(out.shape)), out.dtype)
         except (RuntimeError, ValueError) as e:
-            from .backends import run_error
-
             raise run_error(self.path, "LiteRT GPU", e) from None
         return np.asarray(flat).reshape(out.shape).copy()
 
