@@ -122,6 +122,26 @@ def open_backend(path: str | Path, *, backend: str | None = None, num_threads: i
     return OnnxBackend(path, num_threads=num_threads, providers=wanted, output=output)
 
 
+def webgpu_plugin_devices() -> tuple[int, str]:
+    """(devices, a line) of onnxruntime's WebGPU plugin EP (PyPI onnxruntime-ep-webgpu) when it is installed.
+
+    Only reported: the plugin registers with onnxruntime 1.32 but found no device here (no physical GPU;
+    SwiftShader is not offered to it), so no session is built on it until a device can be tested."""
+    try:
+        import onnxruntime_ep_webgpu as plugin
+    except ImportError:
+        return 0, ""
+    import onnxruntime as ort
+
+    try:
+        ort.register_execution_provider_library("webgpu", plugin.get_library_path())
+    except Exception as e:  # already registered, or a library this onnxruntime cannot load
+        if "already" not in str(e).lower():
+            return 0, f"onnxruntime-ep-webgpu is installed but does not load: {str(e).splitlines()[0][:200]}"
+    n = sum(d.ep_name == plugin.get_ep_name() for d in ort.get_ep_devices())
+    return n, f"onnxruntime-ep-webgpu is installed and finds {n} WebGPU device(s)"
+
+
 def _onnx_on_gpu(path: Path, num_threads: int, wanted: tuple[str, ...], output: str | None) -> OnnxBackend:
     """The .onnx file on the GPU providers asked for (else every GPU provider this onnxruntime has), refused
     when none of them took the session: a GPU row never runs on the CPU under that name."""
@@ -130,9 +150,11 @@ def _onnx_on_gpu(path: Path, num_threads: int, wanted: tuple[str, ...], output: 
     available = ort.get_available_providers()
     chosen = tuple(p for p in (wanted or GPU_PROVIDERS) if p in available and p != PROVIDERS["cpu"])
     if not chosen:
-        raise UserError(f"onnxruntime here has no GPU execution provider (available: {', '.join(available)}). "
-                        "Install onnxruntime-gpu on a machine with an NVIDIA GPU (pip install 'deeplab-edge[gpu]' "
-                        "after pip uninstall onnxruntime), or run on the CPU.")
+        plugin = webgpu_plugin_devices()[1]
+        raise UserError(f"onnxruntime here has no GPU execution provider (available: {', '.join(available)}"
+                        f"{'; ' + plugin if plugin else ''}). Install "
+                        "onnxruntime-gpu on a machine with an NVIDIA GPU (pip install 'deeplab-edge[gpu]' after pip "
+                        "uninstall onnxruntime), or run on the CPU.")
     opened = OnnxBackend(path, num_threads=num_threads, providers=chosen, output=output)
     if not any(p in opened.providers for p in chosen):
         raise UserError(f"onnxruntime did not enable {', '.join(chosen)} for {path} (it runs on "

@@ -32,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
     gpu = [p for p in ort.get_available_providers() if p in GPU_PROVIDERS]
     print(f"onnxruntime {ort.__version__} GPU providers: {', '.join(gpu) or 'none'} "
           f"(all: {', '.join(ort.get_available_providers())})")
+    from deeplab_edge.runtime.backends import webgpu_plugin_devices
+
+    plugin = webgpu_plugin_devices()[1]
+    if plugin:
+        print(plugin)
     if args.model:
         from deeplab_edge.runtime.backends import open_backend
 
