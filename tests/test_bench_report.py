@@ -89,7 +89,7 @@ def test_json_round_trip_with_stable_keys(tmp_path):
     assert list(d["rows"][1]) == [
         "name", "format", "backend", "device", "threads", "status", "reason", "file", "size_mb", "latency",
         "pre_ms", "post_ms", "peak_rss_mb", "miou", "pixel_acc", "agreement", "miou_drop", "note", "provider",
-        "base_rss_mb", "load_ms", "first_ms", "per_class_iou",
+        "base_rss_mb", "load_ms", "first_ms", "per_class_iou", "gpu",
     ]
     assert list(d["rows"][1]["latency"]) == [
         "runs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "fps", "outliers",
