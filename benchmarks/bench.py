@@ -218,7 +218,9 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
                                      tmp, settings, suffix="eval")
                 res = scored if scored["status"] != "ok" else {**res, **scored, "notes": res["notes"]}
             size_mb = (t.file.stat().st_size / 2**20) if t.file.is_file() else None
-            common = dict(name=t.name, format=t.format, backend=t.backend, device=t.device, threads=settings.threads,
+            # LiteRT's GPU accelerator takes no CPU thread count: its rows say none rather than the bench's
+            threads = None if (t.device, t.backend) == ("gpu", "litert") else settings.threads
+            common = dict(name=t.name, format=t.format, backend=t.backend, device=t.device, threads=threads,
                           file=str(t.file), size_mb=size_mb)
             if res["status"] != "ok":
                 rows_by_name[t.name] = BenchRow.failed(reason=res["reason"], **common)

@@ -89,7 +89,7 @@ def test_bench_writes_gpu_rows_with_adapter_and_cold_start(files, synthetic_fold
         r = rows[name]
         assert r["status"] == "ok" and r["device"] == "gpu", r
         assert r["gpu"]["adapter"] and r["gpu"]["fully_accelerated"] and r["gpu"]["emulated"] == VULKAN.software
-        assert r["load_ms"] > 0 and r["first_ms"] > 0 and r["latency"]["p50_ms"] > 0
+        assert r["load_ms"] > 0 and r["first_ms"] > 0 and r["latency"]["p50_ms"] > 0 and r["threads"] is None
         assert r["agreement"] >= 0.995 and abs(r["miou"] - rows[name.removesuffix("_gpu")]["miou"]) < 0.01
     assert rows["tflite_fp32_gpu"]["gpu"]["precision"] == "fp32" and rows["tflite_fp16_gpu"]["gpu"]["precision"] == "fp16"
     md = (tmp_path / "b" / "bench.md").read_text()
