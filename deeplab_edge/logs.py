@@ -34,12 +34,9 @@ def quiet_runtimes(*, onnxruntime: bool = False, verbose: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def held_stderr() -> Iterator[None]:
-    """When quiet: the process's stderr (fd 2, C++ included) goes to a temporary file for the block;
-    replayed if the block raises. Otherwise a no-op."""
-    if os.environ.get(QUIET_ENV) != "1":
-        yield
-        return
+def captured_stderr(sink: list[str]) -> Iterator[None]:
+    """The process's stderr (fd 2, C++ included) goes to a temporary file for the block; its text is appended
+    to `sink` afterwards (also when the block raises). A no-op where there is no real stderr."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -50,11 +47,24 @@ def held_stderr() -> Iterator[None]:
         os.dup2(held.fileno(), 2)
         try:
             yield
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
-            raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            held.seek(0)
+            sink.append(held.read().decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def held_stderr() -> Iterator[None]:
+    """When quiet: the process's stderr (fd 2, C++ included) is held back for the block (`captured_stderr`)
+    and replayed if the block raises. Otherwise a no-op."""
+    if os.environ.get(QUIET_ENV) != "1":
+        yield
+        return
+    held: list[str] = []
+    try:
+        with captured_stderr(held):
+            yield
+    except BaseException:
+        sys.stderr.write("".join(held))
+        raise

@@ -276,6 +276,8 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
             ver = verify_file(path, ref, fmt.precision, thresholds, num_threads=num_threads)
             ops = op_histogram(path) if fmt.backend == "tflite" else onnx_op_histogram(path)
             results.append(ExportedFile(fmt.name, path, path.stat().st_size, sha256(path), seconds, ver, ops, fallback))
+    from dataclasses import replace
+
     from deeplab_edge.model.foreign import source_of
 
     source = source_of(model)
@@ -286,7 +288,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
         fp32 = next((r.path for r in results if r.format == "tflite_fp32"), None)
         if fp32 is not None:
             tcost = tflite_cost(fp32)
-            cost = type(cost)(params=cost.params, macs=tcost.macs, macs_by_type=tcost.macs_by_type)
+            cost = replace(cost, macs=tcost.macs, macs_by_type=tcost.macs_by_type)
             macs_from = "the tflite_fp32 file's ops"
         else:
             macs_from = "not counted (no tflite_fp32 file)"

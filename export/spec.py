@@ -46,18 +46,12 @@ class ModelSpec:
 
 def output_kind(model) -> str:
     """"probabilities" when the Keras model's last layer applies softmax or sigmoid, else "logits"."""
-    from deeplab_edge.model.foreign import source_of
+    from deeplab_edge.model.foreign import layer_output_kind, source_of
 
     source = source_of(model)
     if source is not None:  # a Keras 3 model or a SavedModel: read when it was loaded
         return source.output_kind
-    layer = model.layers[-1]
-    activation = getattr(layer, "activation", None)
-    name = getattr(activation, "__name__", "") if activation is not None else ""
-    kind = type(layer).__name__
-    if name in ("softmax", "sigmoid") or kind in ("Softmax",) or (kind == "Activation" and name in ("softmax", "sigmoid")):
-        return "probabilities"
-    return "logits"
+    return layer_output_kind(model.layers[-1])
 
 
 def model_spec(model, info, dataset, *, checkpoint: str | Path | None = None,

@@ -14,13 +14,11 @@ import importlib.util
 import json
 import os
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from deeplab_edge.errors import UserError
 
-KINDS = ("tf-keras", "keras3", "savedmodel")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -342,9 +340,15 @@ def _leading_rescaling(model):
 
 
 def _keras3_output_kind(model) -> str:
+    """The kind of a Keras 3 model's output: its last layer's, looking into a nested model (keras-hub)."""
     layer = model.layers[-1]
     if hasattr(layer, "layers") and layer.layers:
         return _keras3_output_kind(layer)
+    return layer_output_kind(layer)
+
+
+def layer_output_kind(layer) -> str:
+    """"probabilities" when a Keras layer (tf-keras or Keras 3) applies softmax or sigmoid, else "logits"."""
     activation = getattr(layer, "activation", None)
     name = getattr(activation, "__name__", "") if activation is not None else ""
     kind = type(layer).__name__
@@ -404,9 +408,8 @@ def _load_savedmodel(path: Path, options: LoadOptions):
     framework = f"TensorFlow SavedModel (signature {sig_name!r}, output {out_name!r})"
     source = ModelSource("savedmodel", framework, "logits", declared_size=None,
                          notes=(f"SavedModel signature {sig_name!r}: input {in_name!r}, output {out_name!r}",))
-    holder = {"loaded": loaded}  # the loaded object owns the variables the signature reads
     variables = list(sig.variables)
-    call.holder = holder
+    call.loaded = loaded  # the loaded object owns the functions the signature calls: kept alive with it
     return call, variables, source, tuple(in_spec.shape.as_list()), in_spec.dtype.name, path.name
 
 
@@ -421,7 +424,3 @@ def probe_output_kind(model) -> str:
     if y.shape[-1] == 1:
         return "probabilities" if in_unit else "logits"
     return "probabilities" if in_unit and np.allclose(y.sum(-1), 1.0, atol=1e-3) else "logits"
-
-
-def _fmt(values: Sequence[float]) -> str:
-    return " ".join(f"{v:g}" for v in values)

@@ -10,16 +10,17 @@ whole asynchronous GPU submission.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from deeplab_edge.errors import UserError
+from deeplab_edge.logs import QUIET_ENV, captured_stderr
 
 from .metadata import read_tflite_metadata
 from .standard_metadata import read_standard_metadata, tflite_output_activation
@@ -58,24 +59,6 @@ def is_emulated(adapter: str) -> bool:
     return any(k in a for k in ("swiftshader", "cpu / software", "llvmpipe", "lavapipe", "software"))
 
 
-@contextlib.contextmanager
-def _captured_fd2(sink: list[str]):
-    """LiteRT and Dawn log natively on file descriptor 2 (the adapter, unsupported ops): read it back."""
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            sink.append(tmp.read().decode("utf-8", "replace"))
-
-
 def _reason(log: str, error: str | None) -> str:
     """The accelerator's own reason from its log (the unsupported ops it lists, the Vulkan failure), else the
     exception's detail lines."""
@@ -98,10 +81,6 @@ def _reason(log: str, error: str | None) -> str:
 def _replay_unless_quiet(log: str) -> None:
     """The accelerator's own lines: shown with --verbose (or to library users), hidden when the CLI is quiet,
     where its teardown lines at exit are hidden too."""
-    import sys
-
-    from deeplab_edge.logs import QUIET_ENV
-
     if os.environ.get(QUIET_ENV) == "1":
         _quiet_at_exit()
     elif log:
@@ -142,7 +121,7 @@ class LiteRTGpuBackend:
         self.standard = read_standard_metadata(buf, source=str(self.path))
         log: list[str] = []
         error = None
-        with _captured_fd2(log):
+        with captured_stderr(log):
             try:
                 from ai_edge_litert.compiled_model import (
                     CompiledModel,
@@ -158,8 +137,6 @@ class LiteRTGpuBackend:
                 types = list(self._model.get_input_buffer_requirements(0).get("supported_types", []))
             except (RuntimeError, ValueError) as e:
                 error = str(e)
-            import gc
-
             gc.collect()  # a failed model's environment logs its teardown now, into the captured log
         text = "".join(log)
         _replay_unless_quiet(text)
@@ -188,6 +165,7 @@ class LiteRTGpuBackend:
         self._out_index = k
         self._in_shape = tuple(int(d) for d in inp["shape"])
         if self.input.dtype.kind in "iu" and self.input.dtype != np.uint8 or self.output.dtype.kind in "iu":
+            self.close()
             raise UserError(f"{self.path} has integer input/output tensors ({self.input.dtype}/{self.output.dtype}); "
                             "the GPU rows run float files (fp32, fp16). Run int8 files on the CPU.")
         self.activation = tflite_output_activation(buf, self._output_tensor_index(buf, k))
@@ -216,7 +194,7 @@ class LiteRTGpuBackend:
             return np.concatenate([self.run(batch[i:i + 1]) for i in range(batch.shape[0])])
         if not self._ran:  # the first run sets up LiteRT's buffer environment, which logs natively
             log: list[str] = []
-            with _captured_fd2(log):
+            with captured_stderr(log):
                 try:
                     return self._run_one(batch)
                 finally:
@@ -240,11 +218,9 @@ class LiteRTGpuBackend:
         if getattr(self, "_model", None) is None:
             return
         log: list[str] = []
-        with _captured_fd2(log):
+        with captured_stderr(log):
             self._inputs = self._outputs = None
             self._model = None
-            import gc
-
             gc.collect()
         _replay_unless_quiet("".join(log))
 

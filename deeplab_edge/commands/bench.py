@@ -65,19 +65,17 @@ def run(args: argparse.Namespace) -> int:
     files = [Path(f) for f in args.files]
     keras = args.keras
     targets = targets_from(files, None)  # validates every file and manifest first
-    exported_from: dict = {}  # the manifest's model facts: how the Keras row normalises its input
-    for f in files:
-        if f.name == "manifest.json":
-            exported_from = exported_from or (json.loads(f.read_text()).get("model") or {})
+    manifests = {f: json.loads(f.read_text()).get("model") or {} for f in files if f.name == "manifest.json"}
+    # the first manifest's model facts: how the Keras row normalises its input
+    exported_from: dict = next((m for m in manifests.values() if m), {})
     if keras is None:
-        for f in files:
-            if f.name == "manifest.json":
-                named = (json.loads(f.read_text()).get("model") or {}).get("checkpoint")
-                if named and Path(named).exists():
-                    keras = named
-                elif named:
-                    print(f"note: the checkpoint named in {f} ({named}) is gone; the first float file is the "
-                          "reference row")
+        for f, model_facts in manifests.items():
+            named = model_facts.get("checkpoint")
+            if named and Path(named).exists():
+                keras = named
+            elif named:
+                print(f"note: the checkpoint named in {f} ({named}) is gone; the first float file is the "
+                      "reference row")
     if keras is not None:
         targets = targets_from(files, Path(keras))
     flags = {**model_flags(args), "resample": args.resample, "upsample": args.upsample}
