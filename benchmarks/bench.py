@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,9 @@ class BenchSettings:
     warmup: int = 5
     min_runs: int = 30
     min_time_s: float = 3.0
-    gpu: str = "auto"  # auto: GPU rows where a GPU (or a software Vulkan device) is present, else skipped; "off"
+    # auto: CPU rows plus GPU rows where a GPU (or a software Vulkan device) is present, else skipped with the
+    # reason; cpu: CPU rows only; gpu: as auto, but a float file with no GPU path is a failed row
+    device: str = "auto"
     timeout_s: float = 900.0
 
     def to_dict(self) -> dict:
@@ -98,6 +100,7 @@ def _distinct_names(targets: list[Target]) -> list[Target]:
     return targets
 
 
+BENCH_DEVICES = ("auto", "cpu", "gpu")
 FLOAT_GPU = ("fp32", "fp16")  # the precisions a GPU row runs (int8 stays on the CPU/edge rows)
 
 
@@ -105,7 +108,9 @@ def gpu_targets(targets: list[Target], settings: BenchSettings) -> tuple[list[Ta
     """GPU rows beside the CPU ones: float .tflite files on LiteRT's GPU accelerator where a Vulkan device exists
     (a software one is marked emulated in its row), float .onnx files on onnxruntime's GPU providers, the Keras
     model where TensorFlow can see an NVIDIA GPU; the rest listed as skipped with the reason."""
-    if settings.gpu == "off":
+    if settings.device not in BENCH_DEVICES:
+        raise UserError(f"device must be one of {', '.join(BENCH_DEVICES)}; received {settings.device!r}.")
+    if settings.device == "cpu":
         return [], []
     import onnxruntime as ort
 
@@ -137,6 +142,8 @@ def gpu_targets(targets: list[Target], settings: BenchSettings) -> tuple[list[Ta
         elif t.backend == "keras":
             skipped.append(BenchRow.skipped(name, t.format, t.backend, device="gpu",
                                             reason="no NVIDIA GPU for TensorFlow here"))
+    if settings.device == "gpu":  # asked for: a missing GPU path is a failure, not a skip
+        skipped = [replace(r, status="failed", reason=f"--device gpu: {r.reason}") for r in skipped]
     return run, skipped
 
 

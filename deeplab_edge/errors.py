@@ -8,7 +8,20 @@ from collections.abc import Iterable
 
 
 class UserError(Exception):
-    """A mistake the user can fix: bad input, a wrong option, a missing file."""
+    """A mistake the user can fix: bad input, a wrong option, a missing file. Every error the library raises
+    for its caller's input is this or a subclass; its message says what was received and what to do."""
+
+
+class ModelFileError(UserError):
+    """A model file that cannot be used: missing, of the wrong kind, damaged, or not loadable by its runtime."""
+
+
+class ImageError(UserError):
+    """An image that cannot be read or used: missing, not an image, corrupt, too small or too large."""
+
+
+class MissingPackage(UserError):
+    """An optional package the chosen option needs is not installed; the message names the pip install."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -68,3 +68,15 @@ def held_stderr() -> Iterator[None]:
     except BaseException:
         sys.stderr.write("".join(held))
         raise
+
+
+PROGRESS_ENV = "DEEPLAB_EDGE_PROGRESS"  # "0": -q was given (inherited by worker processes)
+
+
+def set_quiet(quiet: bool) -> None:
+    """`-q`: no progress bars or step lines, here and in child processes."""
+    os.environ[PROGRESS_ENV] = "0" if quiet else "1"
+
+
+def is_quiet() -> bool:
+    return os.environ.get(PROGRESS_ENV) == "0"

@@ -18,11 +18,13 @@ from deeplab_edge.errors import UserError, unknown_name_error
 
 # Common input conventions: (mean, std) on 0..255 RGB pixels, normalised as (pixel - mean) / std.
 INPUT_SCALES: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "-1-1": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
-    "0-1": ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)),
-    "0-255": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "signed": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),  # x / 127.5 - 1: [-1, 1]
+    "unit": ((0.0, 0.0, 0.0), (255.0, 255.0, 255.0)),  # x / 255: [0, 1]
+    "raw": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # 0..255 as they are
     "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
 }
+# The range spellings (the first names): "-1-1" starts with "-", which a shell and argparse read as an option.
+INPUT_SCALE_ALIASES = {"-1-1": "signed", "0-1": "unit", "0-255": "raw"}
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,9 @@ def model_spec(model, info, dataset, *, checkpoint: str | Path | None = None,
         raise UserError("Pass either --input-scale or --mean/--std, not both.")
     scale = input_scale or sidecar.get("input_scale")
     if scale is not None:
+        scale = INPUT_SCALE_ALIASES.get(str(scale), scale)
         if scale not in INPUT_SCALES:
-            raise unknown_name_error("input scale", str(scale), INPUT_SCALES)
+            raise unknown_name_error("input scale", str(scale), [*INPUT_SCALES, *INPUT_SCALE_ALIASES])
         mean, std = INPUT_SCALES[scale]
     if mean is None and std is None and "mean" in sidecar:
         mean, std = sidecar.get("mean"), sidecar.get("std")

@@ -162,9 +162,9 @@ def load_arrays(samples, size: tuple[int, int], num_classes: int, *, progress: b
     masks = np.zeros((len(samples), h, w), np.uint8)
     it = samples
     if progress:
-        from tqdm import tqdm
+        from deeplab_edge.progress import track
 
-        it = tqdm(samples, desc="loading", unit="img", leave=False)
+        it = track(samples, "loading")
     for i, s in enumerate(it):
         img, mask = load_pair(s, num_classes)
         images[i] = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
@@ -277,9 +277,9 @@ def check_dataset(ds: FolderDataset, *, quick: bool = False, progress: bool = Fa
     with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
         it = pool.map(one, samples, chunksize=16)
         if progress:
-            from tqdm import tqdm
+            from deeplab_edge.progress import track
 
-            it = tqdm(it, total=len(samples), desc="checking", unit="img", leave=False)
+            it = track(it, "checking", total=len(samples))
         for r in it:
             if isinstance(r, str):
                 problems.append(r)

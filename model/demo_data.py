@@ -159,9 +159,9 @@ def demo_dataset(*, n_train: int = 2000, n_val: int = 200, size: int = 256, seed
     all_ids = ids["train"] + ids["val"]
     it = all_ids
     if progress:
-        from tqdm import tqdm
+        from deeplab_edge.progress import track
 
-        it = tqdm(all_ids, desc="making demo dataset", unit="img")
+        it = track(all_ids, "making demo dataset")
     for stem in it:
         img, label = compose(rng, instances, backgrounds, size)
         Image.fromarray(img).save(tmp / "JPEGImages" / f"{stem}.jpg", quality=95)

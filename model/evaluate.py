@@ -44,9 +44,9 @@ def evaluate_model(model, samples, class_names, size: tuple[int, int], mean, std
     h, w = size
     chunks = range(0, len(samples), batch_size)
     if progress:
-        from tqdm import tqdm
+        from deeplab_edge.progress import track
 
-        chunks = tqdm(chunks, desc="evaluating", unit="batch", leave=False)
+        chunks = track(chunks, "evaluating", unit="batch")
     for start in chunks:
         pairs = [load_pair(s, n) for s in samples[start:start + batch_size]]
         batch = np.stack([np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR)) for img, _ in pairs])

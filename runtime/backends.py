@@ -8,6 +8,7 @@ returns an object with `.input` / `.output` (`TensorInfo`), `.metadata`, `.name`
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -87,7 +88,7 @@ def parse_providers(providers: str | list[str] | tuple[str, ...] | None) -> tupl
     return tuple(dict.fromkeys(out))
 
 
-DEVICES = ("cpu", "gpu")
+DEVICES = ("cpu", "gpu", "auto")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
                  "DmlExecutionProvider", "CoreMLExecutionProvider")
 
@@ -100,12 +101,24 @@ def open_backend(path: str | Path, *, backend: str | None = None, num_threads: i
     `output` names the output tensor to use when the file has several (default: the first). `device` "gpu":
     a `.tflite` file on LiteRT's GPU accelerator (`gpu.LiteRTGpuBackend`, `gpu_precision` fp32 or fp16), an
     `.onnx` file on the GPU providers onnxruntime has (TensorRT, CUDA, ...); never the CPU under that name.
+    `device` "auto": the GPU where the file runs fully there, else the CPU, with the GPU's refusal in `notes`.
     """
     path = Path(path)
     if device not in DEVICES:
         raise unknown_name_error("device", str(device), DEVICES)
     kind = check_model_file(path, backend)
     num_threads = check_threads(num_threads)
+    if device == "auto":
+        if providers:  # explicit providers decide where it runs
+            device = "cpu"
+        else:
+            try:
+                return open_backend(path, backend=backend, num_threads=num_threads, output=output, device="gpu",
+                                    gpu_precision=gpu_precision)
+            except UserError as e:
+                b = open_backend(path, backend=backend, num_threads=num_threads, output=output, device="cpu")
+                b.notes = (*b.notes, f"--device auto: on the CPU, as the GPU path is not available: {e}")
+                return b
     wanted = parse_providers(providers)
     if kind == "tflite":
         if any(p != PROVIDERS["cpu"] for p in wanted):
@@ -191,8 +204,15 @@ class LiteRTBackend:
         self.notes: tuple[str, ...] = ()
         self.num_threads = num_threads
         self._shape = tuple(int(v) for v in self._in["shape"])
+        # A LiteRT interpreter is not safe for concurrent use ("There is at least 1 reference to internal
+        # data"); one call at a time per backend, so one Predictor can be shared by a thread pool.
+        self._lock = threading.RLock()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         if tuple(batch.shape) != self._shape:
             try:
                 self._resize(tuple(batch.shape))
@@ -201,7 +221,7 @@ class LiteRTBackend:
                     raise UserError(f"{self.path} takes inputs of shape {self._shape}; it cannot be resized to "
                                     f"{tuple(batch.shape)} ({e}).") from None
                 # The graph does not take this batch size: one image at a time.
-                return np.concatenate([self.run(batch[i:i + 1]) for i in range(batch.shape[0])])
+                return np.concatenate([self._run(batch[i:i + 1]) for i in range(batch.shape[0])])
         return self._invoke(batch)
 
     def _resize(self, shape: tuple[int, ...]) -> None:

@@ -15,7 +15,7 @@ import struct
 from pathlib import Path
 from typing import NoReturn
 
-from deeplab_edge.errors import UserError, unknown_name_error
+from deeplab_edge.errors import ModelFileError, unknown_name_error
 
 KINDS = {"tflite": ".tflite", "onnx": ".onnx"}
 BACKEND_ALIASES = {"tflite": "tflite", "litert": "tflite", "onnx": "onnx", "onnxruntime": "onnx", "ort": "onnx"}
@@ -51,29 +51,29 @@ def check_model_file(path: str | Path, backend: str | None = None) -> str:
     path = Path(path)
     want = normalize_backend(backend)
     if not path.exists():
-        raise UserError(f"Model file {path} does not exist; pass the path of a .tflite or .onnx file.")
+        raise ModelFileError(f"Model file {path} does not exist; pass the path of a .tflite or .onnx file.")
     if path.is_dir():
-        raise UserError(f"{path} is a directory; pass the path of a .tflite or .onnx file inside it.")
+        raise ModelFileError(f"{path} is a directory; pass the path of a .tflite or .onnx file inside it.")
     try:
         buf = path.read_bytes()
     except OSError as e:
-        raise UserError(f"Cannot read model file {path}: {e.strerror or e}.") from None
+        raise ModelFileError(f"Cannot read model file {path}: {e.strerror or e}.") from None
     if not buf:
-        raise UserError(f"Model file {path} is empty (0 bytes); export it again or copy it again.")
+        raise ModelFileError(f"Model file {path} is empty (0 bytes); export it again or copy it again.")
     if want is None:
         want = {".tflite": "tflite", ".onnx": "onnx"}.get(path.suffix.lower())
     found = sniff_kind(buf)
     if want is None:
         if found in KINDS:
             return _check(buf, found, path)
-        raise UserError(f"Cannot tell the kind of model file {path} (suffix {path.suffix!r}, content: "
+        raise ModelFileError(f"Cannot tell the kind of model file {path} (suffix {path.suffix!r}, content: "
                         f"{_describe(buf, found)}); use a .tflite or .onnx file, or pass --backend tflite|onnx.")
     if found == want or found is None:
         # found is None for a file too damaged to recognise: the structural check names the problem.
         return _check(buf, want, path)
     if found in KINDS:
         _wrong_kind(path, want, found)
-    raise UserError(f"{path} is {_describe(buf, found)}, not {_a(want)} {_kind_name(want)}; pass a model exported "
+    raise ModelFileError(f"{path} is {_describe(buf, found)}, not {_a(want)} {_kind_name(want)}; pass a model exported "
                     "with `deeplab-edge export`.")
 
 
@@ -105,7 +105,7 @@ def _a(kind: str) -> str:
 
 def _wrong_kind(path: Path, want: str, found: str) -> NoReturn:
     what = {"tflite": "a TFLite flatbuffer", "onnx": "an ONNX model (protobuf)"}[found]
-    raise UserError(f"{path} is {what}, not {_a(want)} {_kind_name(want)}; rename it to "
+    raise ModelFileError(f"{path} is {what}, not {_a(want)} {_kind_name(want)}; rename it to "
                     f"{KINDS[found]} or pass --backend {found}.")
 
 
@@ -121,7 +121,7 @@ def _looks_like_text(buf: bytes) -> bool:
 def _check(buf: bytes, kind: str, path: Path) -> str:
     problem = check_tflite_bytes(buf) if kind == "tflite" else check_onnx_bytes(buf)
     if problem:
-        raise UserError(f"{path} is not a valid {_kind_name(kind)}: {problem}. The file is probably truncated "
+        raise ModelFileError(f"{path} is not a valid {_kind_name(kind)}: {problem}. The file is probably truncated "
                         "or corrupt; export it again or copy it again.")
     return kind
 
@@ -302,3 +302,43 @@ def check_onnx_bytes(buf: bytes) -> str | None:
     if 7 not in fields:
         return "the ModelProto has no graph"
     return None
+
+
+def _proto_fields(buf: bytes, pos: int = 0, end: int | None = None):
+    """(field number, wire type, value) of one protobuf message: an int for varints, (start, end) for
+    length-delimited fields, None for fixed-size ones."""
+    end = len(buf) if end is None else end
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+            yield number, wire, value
+        elif wire == 2:
+            length, pos = _varint(buf, pos)
+            yield number, wire, (pos, pos + length)
+            pos += length
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+            yield number, wire, None
+        else:
+            raise FlatbufferError(f"byte {pos} does not start a protobuf field")
+
+
+def onnx_op_counts(buf: bytes) -> dict[str, int]:
+    """op_type -> count of the nodes of an ONNX ModelProto's main graph (a custom domain prefixes its name)."""
+    counts: dict[str, int] = {}
+    for number, wire, value in _proto_fields(buf):
+        if number != 7 or wire != 2:  # ModelProto.graph
+            continue
+        for gnum, gwire, node in _proto_fields(buf, *value):
+            if gnum != 1 or gwire != 2:  # GraphProto.node
+                continue
+            op = domain = ""
+            for nnum, nwire, v in _proto_fields(buf, *node):
+                if nwire == 2 and nnum in (4, 7):  # NodeProto.op_type, .domain
+                    text = buf[v[0]:v[1]].decode(errors="replace")
+                    op, domain = (text, domain) if nnum == 4 else (op, text)
+            name = op if domain in ("", "ai.onnx") else f"{domain}.{op}"
+            counts[name] = counts.get(name, 0) + 1
+    return counts

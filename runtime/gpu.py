@@ -14,6 +14,7 @@ import gc
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,6 +179,7 @@ class LiteRTGpuBackend:
              "GPU path but its latency is not a GPU's",) if self.gpu.emulated else ())
         self.num_threads = None
         self._ran = False
+        self._lock = threading.RLock()
 
     @staticmethod
     def _output_tensor_index(buf: bytes, k: int) -> int:
@@ -187,11 +189,16 @@ class LiteRTGpuBackend:
         return int(model.subgraphs[0].outputs[k])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Outputs for `batch`, one image at a time (the file's batch), each read back to the host."""
+        """Outputs for `batch`, one image at a time (the file's batch), each read back to the host; one call at a
+        time (the compiled model and its buffers are not safe for concurrent use)."""
+        with self._lock:
+            return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         if tuple(batch.shape[1:]) != self._in_shape[1:]:
             raise UserError(f"{self.path} takes inputs of shape {self._in_shape}; received {tuple(batch.shape)}.")
         if batch.shape[0] != self._in_shape[0]:
-            return np.concatenate([self.run(batch[i:i + 1]) for i in range(batch.shape[0])])
+            return np.concatenate([self._run(batch[i:i + 1]) for i in range(batch.shape[0])])
         if not self._ran:  # the first run sets up LiteRT's buffer environment, which logs natively
             log: list[str] = []
             with captured_stderr(log):

@@ -11,15 +11,17 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from deeplab_edge.errors import UserError
+from deeplab_edge.errors import ImageError, UserError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                             ".pbm", ".pnm", ".jfif"})
@@ -34,27 +36,27 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS, min_side: int 
     """Read `path` as an (H, W, 3) uint8 RGB array, upright per its EXIF orientation."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"Image {path} does not exist.")
+        raise ImageError(f"Image {path} does not exist.")
     if path.is_dir():
-        raise UserError(f"{path} is a directory, not an image.")
+        raise ImageError(f"{path} is a directory, not an image.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise UserError(_too_big(path, w, h, max_pixels))
+                    raise ImageError(_too_big(path, w, h, max_pixels))
                 im.load()
                 im = ImageOps.exif_transpose(im) or im
                 arr = to_rgb_array(im)
     except UnidentifiedImageError:
-        raise UserError(f"{path} is not an image Pillow can read; use JPEG, PNG, BMP, TIFF or WebP.") from None
+        raise ImageError(f"{path} is not an image Pillow can read; use JPEG, PNG, BMP, TIFF or WebP.") from None
     except Image.DecompressionBombError:
-        raise UserError(_too_big(path, None, None, max_pixels)) from None
+        raise ImageError(_too_big(path, None, None, max_pixels)) from None
     except _DECODE_ERRORS as e:
-        raise UserError(f"Cannot read image {path}: {e or type(e).__name__}. Is it truncated or corrupt?") from None
+        raise ImageError(f"Cannot read image {path}: {e or type(e).__name__}. Is it truncated or corrupt?") from None
     if min(arr.shape[:2]) < min_side:
-        raise UserError(f"Image {path} is {arr.shape[1]}x{arr.shape[0]} pixels; images need at least "
+        raise ImageError(f"Image {path} is {arr.shape[1]}x{arr.shape[0]} pixels; images need at least "
                         f"{min_side} pixels on each side.")
     return arr
 
@@ -84,20 +86,59 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
-def iter_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, plus the image files (by suffix, sorted, not hidden) of named folders."""
+@dataclass(frozen=True)
+class Skipped:
+    """An input that was given (or found in a given folder) and is not processed, with the reason."""
+
+    path: Path
+    reason: str
+    failure: bool = False  # True: it looked like an image and cannot be read (a broken link); counts as failed
+
+
+def scan_images(paths: Iterable[str | Path]) -> tuple[list[Path], list[Skipped]]:
+    """Files named directly, plus the image files (by suffix, sorted) of named folders; and every entry of a
+    named folder that is not taken, with the reason (hidden, not an image by suffix, a subfolder, a broken
+    link). A named path that does not exist is an error."""
     out: list[Path] = []
+    skipped: list[Skipped] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir()
-                           if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
-            if not found:
+            for f in sorted(p.iterdir()):
+                reason = _not_taken(f)
+                if reason is None:
+                    out.append(f)
+                else:
+                    skipped.append(Skipped(f, f"{f}: {reason[0]}", reason[1]))
+            if not any(q.parent == p for q in out) and not any(s.failure and s.path.parent == p for s in skipped):
                 raise UserError(f"Folder {p} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-            out += found
+        elif p.is_symlink() and not p.exists():
+            raise UserError(f"Input {p} is a broken symbolic link (to {os.readlink(p)}); fix or remove it.")
         elif p.exists():
             out.append(p)
         else:
             raise UserError(f"Input {p} does not exist; pass image files or folders of images.")
-    if not out:
+    if not out and not skipped:
         raise UserError("No input images given; pass image files or folders of images.")
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(out)), skipped
+
+
+def _not_taken(f: Path) -> tuple[str, bool] | None:
+    """Why a folder entry is not an input (reason, counts as a failure), or None when it is one."""
+    image = f.suffix.lower() in IMAGE_SUFFIXES
+    if f.name.startswith("."):
+        return "a hidden file, skipped", False
+    if f.is_symlink() and not f.exists():
+        return f"a broken symbolic link (to {os.readlink(f)})", image
+    if f.is_dir():
+        return "a folder: folders are not searched recursively; pass it as an input too", False
+    if not image:
+        return (f"not an image by its suffix ({f.suffix or 'none'}); images are {', '.join(sorted(IMAGE_SUFFIXES))}",
+                False)
+    if not f.is_file():
+        return "not a regular file (a device, socket or pipe)", True
+    return None
+
+
+def iter_images(paths: Iterable[str | Path]) -> list[Path]:
+    """The image files of `scan_images` (what it skips is not reported: use `scan_images` for that)."""
+    return scan_images(paths)[0]

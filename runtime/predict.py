@@ -16,8 +16,9 @@ from PIL import Image
 
 from deeplab_edge.errors import UserError
 from deeplab_edge.fileio import atomic_path
+from deeplab_edge.progress import Bar
 
-from .images import iter_images, load_image
+from .images import Skipped, load_image, scan_images
 from .predictor import Predictor, load_predictor
 from .timing import TimingSummary, summarize
 from .visualize import class_name, mask_image, overlay_image
@@ -48,6 +49,7 @@ class PredictSummary:
     timing: TimingSummary
     notes: tuple[str, ...] = field(default_factory=tuple)
     threads: int | None = None
+    skipped: tuple[Skipped, ...] = ()  # folder entries not taken as images (named, with the reason)
 
     @property
     def ok(self) -> bool:
@@ -65,9 +67,16 @@ class PredictSummary:
                  f"{' and overlay(s)' if any(w.overlay for w in self.written) else ''} to {self.out_dir}"]
         if self.written:
             lines.append(self.timing.to_text())
+        if self.skipped:
+            lines.append(self.skipped_text())
         if failures and self.failed:
             lines.append(self.failures_text())
         return "\n".join(lines)
+
+    def skipped_text(self) -> str:
+        """The folder entries that were not images, one line each with the reason."""
+        return "\n".join([f"skipped {len(self.skipped)} folder entr{'y' if len(self.skipped) == 1 else 'ies'} "
+                          "that are not images:", *(f"  {s.reason}" for s in self.skipped)])
 
 
 def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir: str | Path, *,
@@ -83,9 +92,10 @@ def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir:
 
     Model and option mistakes raise UserError before any image is read; an unreadable image is recorded
     in the summary's `failed` and the others go on. `progress=None` shows a bar for more than one image
-    on a terminal (needs tqdm).
+    on a terminal (`deeplab_edge.progress.Bar`). Every folder entry that is not taken is named: a broken link
+    that looks like an image in `failed`, anything else (hidden, other suffix, subfolder) in `skipped`.
     """
-    paths = iter_images(inputs)
+    paths, skipped = scan_images(inputs)
     out_dir = _prepare_out_dir(Path(out_dir))
     if predictor is None:
         predictor = load_predictor(model_path, backend=backend, num_threads=num_threads, providers=providers,
@@ -96,8 +106,8 @@ def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir:
     predictor.timings.clear()  # the summary covers this call
     stems = _output_stems(paths)
     written: list[Written] = []
-    failed: list[Failure] = []
-    bar = _progress(len(paths), progress)
+    failed: list[Failure] = [Failure(s.path, s.reason) for s in skipped if s.failure]
+    bar = Bar(len(paths), "predict", enabled=None if progress is None else progress)
     step = max(1, int(batch_size))
     for start in range(0, len(paths), step):
         loaded = []
@@ -113,14 +123,12 @@ def predict_paths(model_path: str | Path, inputs: Iterable[str | Path], out_dir:
                     written.append(_write(p, out_dir / stems[p], img, mask, predictor.class_names, overlay))
                 except OSError as e:
                     failed.append(Failure(p, f"Cannot write the outputs of {p} to {out_dir}: {e.strerror or e}."))
-        if bar is not None:
-            bar.update(len(paths[start:start + step]))
-    if bar is not None:
-        bar.close()
+        bar.update(len(paths[start:start + step]))
+    bar.close()
     b = predictor.backend
     return PredictSummary(Path(model_path), b.name, tuple(b.providers), out_dir, tuple(written), tuple(failed),
                           summarize(predictor.timings), (*getattr(b, "notes", ()), *predictor.notes),
-                          getattr(b, "num_threads", None))
+                          getattr(b, "num_threads", None), tuple(s for s in skipped if not s.failure))
 
 
 def _prepare_out_dir(out_dir: Path) -> Path:
@@ -168,13 +176,3 @@ def save_png_atomic(im: Image.Image, path: Path) -> None:
     """Save a PNG through `deeplab_edge.fileio.atomic_path` (never half-written under its name)."""
     with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
-
-
-def _progress(total: int, progress: bool | None):
-    if progress is False or (progress is None and total < 2):
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="img", desc="predict", disable=None if progress is None else False)

@@ -18,6 +18,7 @@ will show; the default matches training (Pillow) and is the more accurate one.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from deeplab_edge.errors import UserError
+from deeplab_edge.errors import MissingPackage, UserError, unknown_name_error
 
 from .backends import Backend, TensorInfo, open_backend
 from .metadata import OUTPUT_KINDS, ModelMetadata
@@ -43,10 +44,16 @@ class UnknownNormalisation(UserError):
     """A file whose size is known but whose normalisation neither it nor the caller gives."""
 
 
-class Predictor:
-    """A model file ready to segment images; keeps per-stage timings of its latest `predict` calls."""
+PREDICT_OUTPUTS = ("labels", "scores", "probabilities")
 
-    def __init__(self, backend: Backend, meta: ModelMetadata, *, batch_size: int = 8,
+
+class Predictor:
+    """A model file ready to segment images; keeps per-stage timings of its latest `predict` calls.
+
+    Safe to share across threads: each thread gets its own input buffer, and the interpreter runs one call
+    at a time where the runtime needs that (LiteRT; onnxruntime sessions run concurrently)."""
+
+    def __init__(self, backend: Backend, meta: ModelMetadata, *, batch_size: int = 1,
                  notes: Sequence[str] = (), detect_scores: bool = False, resample: str = "pillow",
                  upsample: str = "labels") -> None:
         if int(batch_size) < 1:
@@ -67,7 +74,8 @@ class Predictor:
         self._detect_scores = detect_scores  # one-channel output of unknown kind: decided on the first output
         self._mean = np.asarray(meta.mean, np.float32)
         self._std = np.asarray(meta.std, np.float32)
-        self._buffer: np.ndarray | None = None  # the uint8 input batch of `prepare`, reused between calls
+        self._local = threading.local()  # per thread: the uint8 input batch of `prepare`, reused between calls
+        self._lock = threading.Lock()  # the one-time decision of a one-channel output's kind
 
     @property
     def takes_pixels(self) -> bool:
@@ -83,10 +91,12 @@ class Predictor:
 
     @property
     def input_size(self) -> tuple[int, int]:
+        """The model's input (height, width): images of any size are resized to it."""
         return self.meta.input_size
 
     @property
     def class_names(self) -> tuple[str, ...]:
+        """One name per label value (label i is `class_names[i]`)."""
         return self.meta.class_names
 
     @property
@@ -120,10 +130,11 @@ class Predictor:
             batch, sizes = self.preprocess(images)
             return self.to_model_input(batch), sizes
         h, w = self.input_size
-        if self._buffer is None or len(self._buffer) != len(images):
-            self._buffer = np.empty((len(images), h, w, 3), np.uint8)
-        sizes = self._resize_into(images, self._buffer)
-        return (self._buffer.transpose(0, 3, 1, 2) if self.meta.layout == "NCHW" else self._buffer), sizes
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or len(buffer) != len(images):
+            buffer = self._local.buffer = np.empty((len(images), h, w, 3), np.uint8)
+        sizes = self._resize_into(images, buffer)
+        return (buffer.transpose(0, 3, 1, 2) if self.meta.layout == "NCHW" else buffer), sizes
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """RGB uint8 images -> (normalised float32 NHWC batch at model size, original (h, w) sizes)."""
@@ -162,13 +173,18 @@ class Predictor:
 
     def _threshold(self, scores: np.ndarray) -> np.ndarray:
         if self._detect_scores:
-            self._detect_scores = False
-            lo, hi = float(scores.min(initial=0.0)), float(scores.max(initial=0.0))
-            kind = "probabilities" if lo >= 0.0 and hi <= 1.0 else "logits"
-            self.meta = replace(self.meta, output=kind)
-            self.notes.append(f"the one-channel output read as foreground {kind[:-1] if kind == 'logits' else 'probability'} "
-                              f"(values {lo:.3g}..{hi:.3g} on the first image); pass --output-kind to say otherwise")
+            with self._lock:
+                if self._detect_scores:
+                    self._decide_kind(scores)
         return (scores >= threshold_cut(self.meta.threshold, self.meta.output)).astype(np.uint8)
+
+    def _decide_kind(self, scores: np.ndarray) -> None:
+        lo, hi = float(scores.min(initial=0.0)), float(scores.max(initial=0.0))
+        kind = "probabilities" if lo >= 0.0 and hi <= 1.0 else "logits"
+        self.meta = replace(self.meta, output=kind)
+        self._detect_scores = False
+        self.notes.append(f"the one-channel output read as foreground {kind[:-1] if kind == 'logits' else 'probability'} "
+                          f"(values {lo:.3g}..{hi:.3g} on the first image); pass --output-kind to say otherwise")
 
     def _labels_to_input_size(self, labels: np.ndarray) -> np.ndarray:
         if labels.shape[1:3] == tuple(self.input_size):
@@ -206,10 +222,25 @@ class Predictor:
             return argmax_channels(raw, axis=axis)
         return np.argmax(raw, axis=axis)
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """RGB uint8 images (any sizes) -> label maps of the same sizes, `batch_size` at a time."""
+    def predict(self, images: Sequence[np.ndarray] | np.ndarray, *, output: str = "labels") -> list[np.ndarray]:
+        """Segment RGB uint8 images of any sizes (one (H, W, 3) array, or a sequence of them), `batch_size`
+        per inference call.
+
+        `output="labels"` (default): one (H, W) label map per image at its own size, uint8 (int32 beyond 256
+        classes); label i is `class_names[i]`. `"scores"`: (H, W, C) float32 as the file outputs them (logits
+        or probabilities; C = 1 for a one-channel foreground output), upsampled bilinearly to each image.
+        `"probabilities"`: the same scores as probabilities (softmax over C, sigmoid for one channel).
+        Raises `UserError` for an image that is not RGB uint8 and for scores of a file that outputs labels.
+        """
+        if output not in PREDICT_OUTPUTS:
+            raise unknown_name_error("predict output", str(output), PREDICT_OUTPUTS)
+        if output != "labels" and self.meta.output == "labels":
+            raise UserError(f"{self.backend.path} outputs labels (argmax inside the file), so it has no scores; "
+                            "export it with `--head logits` for scores.")
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
+        if output != "labels":
+            return self._scores(images, probabilities=output == "probabilities")
         out: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
@@ -221,6 +252,24 @@ class Predictor:
             out += self.labels_for(raw, sizes)
             t3 = time.perf_counter_ns()
             self.timings.append(StageTiming(len(chunk), t1 - t0, t2 - t1, t3 - t2))
+        return out
+
+    def _scores(self, images: Sequence[np.ndarray], *, probabilities: bool) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            t0 = time.perf_counter_ns()
+            x, sizes = self.prepare(chunk)
+            t1 = time.perf_counter_ns()
+            raw = self.backend.run(x)
+            t2 = time.perf_counter_ns()
+            scores = self.from_model_output(raw)  # float32 NHWC at the output's resolution
+            if probabilities and self.meta.output == "logits":
+                scores = _sigmoid(scores) if scores.shape[-1] == 1 else _softmax(scores)
+            up = upsample_like_mediapipe if self.resample == "mediapipe" else (
+                lambda s, size: resize_bilinear(s[None], size)[0])
+            out += [up(scores[i], size).astype(np.float32, copy=False) for i, size in enumerate(sizes)]
+            self.timings.append(StageTiming(len(chunk), t1 - t0, t2 - t1, time.perf_counter_ns() - t2))
         return out
 
     def _labels_like_mediapipe(self, raw: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
@@ -260,13 +309,22 @@ class Predictor:
         return y
 
 
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
 @functools.cache
 def _cv2():
     """OpenCV for `resample="opencv"`: an optional dependency (61 MB wheel), single-threaded like Pillow."""
     try:
         import cv2
     except ImportError:
-        raise UserError("--resample opencv needs OpenCV: pip install 'deeplab-edge[opencv]' (or "
+        raise MissingPackage("--resample opencv needs OpenCV: pip install 'deeplab-edge[opencv]' (or "
                         "opencv-python-headless), or use the default --resample pillow.") from None
     cv2.setNumThreads(1)
     return cv2
@@ -396,7 +454,7 @@ def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def load_predictor(path: str | Path, *, backend: str | None = None, num_threads: int | None = None,
                    providers: str | Sequence[str] | None = None, input_size: Sequence[int] | None = None,
                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                   class_names: str | Sequence[str] | None = None, batch_size: int = 8,
+                   class_names: str | Sequence[str] | None = None, batch_size: int = 1,
                    threshold: float | None = None, output: str | None = None,
                    output_kind: str | None = None, resample: str = "pillow", upsample: str = "labels",
                    device: str = "cpu", gpu_precision: str = "fp32") -> Predictor:

@@ -28,6 +28,10 @@ class TensorInfo:
 def run_error(path: Path, engine: str, e: BaseException) -> UserError:
     """A file that loaded but fails when run (damaged weights or shapes): one clear line."""
     first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+    if "reference to internal data" in first:  # not the file: an interpreter used by two callers at once
+        return UserError(f"{engine} refused to run {path}: {first}. The file is fine: the interpreter was used "
+                         "from two threads at once or a tensor view of it was held; share one Predictor (it "
+                         "serialises calls) or open one backend per thread.")
     return UserError(f"{engine} failed to run {path}: {first}. The file is damaged or was not written for "
                      "this runtime; export it again with `deeplab-edge export`.")
 

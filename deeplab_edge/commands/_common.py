@@ -1,25 +1,86 @@
-"""Arguments shared by several commands (model config overrides, dataset choice)."""
+"""Arguments shared by several commands (model config overrides, dataset choice, renamed options, JSON)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class _OldName(argparse.Action):
+    """A hidden old spelling of a renamed option: it still works, and says the new name."""
+
+    def __init__(self, option_strings, dest, *, new: str, convert=None, **kw) -> None:
+        self.new, self.convert = new, convert
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if self.nargs == 0:
+            values = self.const
+        if self.convert is not None:
+            values = self.convert(values)
+        print(f"note: {option_string} is now {self.new}; the old name works until the next release",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def renamed(p, old: str, action: argparse.Action, *, convert=None, choices=None) -> None:
+    """Keep `old` as a hidden alias of `action` (same dest; `convert` maps an old value to the new one)."""
+    if isinstance(action, argparse._StoreConstAction):  # store_true / store_false / store_const
+        kw = {"nargs": 0, "const": action.const}
+    else:
+        kw = {"nargs": action.nargs, "type": action.type, "metavar": action.metavar,
+              "choices": choices if choices is not None else action.choices}
+    p.add_argument(old, action=_OldName, dest=action.dest, new=action.option_strings[-1], convert=convert, **kw)
+
+
+def add_out_arg(p, default: str | None, what: str, *, required: bool = False) -> argparse.Action:
+    """`-o/--out DIR`: the folder a command writes to (the one name for an output folder)."""
+    return p.add_argument("-o", "--out", default=default, required=required, metavar="DIR",
+                          help=what + (" (required)" if required else ""))
+
+
+def add_json_arg(p, what: str) -> None:
+    """`--json [FILE]`: the result as JSON, to FILE, or with no FILE (or '-') to stdout instead of the text."""
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help=f"{what} as JSON: to FILE, or to stdout in place of the text with no FILE or '-' "
+                        "(default: text only)")
+
+
+def emit_json(target: str | None, obj) -> bool:
+    """Write `obj` as `add_json_arg` asked; True when it went to stdout (so the text is not printed)."""
+    if target is None:
+        return False
+    text = json.dumps(obj, indent=2)
+    if target == "-":
+        print(text)
+        return True
+    from deeplab_edge.fileio import write_text_atomic
+
+    write_text_atomic(Path(target), text)
+    return False
 
 
 def add_config_args(p: argparse.ArgumentParser, *, default_preset: str = "edge") -> None:
     g = p.add_argument_group("model (a preset plus overrides; unset flags keep the preset's value)")
     g.add_argument("--preset", default=default_preset, help=f"preset name (default {default_preset}); "
                    "see `deeplab-edge presets`")
-    g.add_argument("--backbone", help="backbone: mobilenetv2 or resnet50")
-    g.add_argument("--alpha", type=float, help="MobileNetV2 width multiplier")
-    g.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="input height and width")
-    g.add_argument("--output-stride", type=int, choices=(8, 16), help="backbone output stride")
-    g.add_argument("--width", type=int, help="ASPP and decoder channels")
-    g.add_argument("--atrous-rates", type=int, nargs="+", metavar="R", help="ASPP rates at output stride 16")
+    g.add_argument("--backbone", choices=("mobilenetv2", "resnet50"), help="backbone (default: the preset's)")
+    g.add_argument("--alpha", type=float, help="MobileNetV2 width multiplier (default: the preset's)")
+    g.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="input height and width (default: the preset's)")
+    g.add_argument("--output-stride", type=int, choices=(8, 16), help="backbone output stride (default: the preset's)")
+    g.add_argument("--width", type=int, help="ASPP and decoder channels (default: the preset's)")
+    g.add_argument("--atrous-rates", type=int, nargs="+", metavar="R",
+                   help="ASPP rates at output stride 16 (default: the preset's)")
     g.add_argument("--separable", dest="separable", action="store_true", default=None,
-                   help="atrous separable convs in ASPP and decoder")
-    g.add_argument("--no-separable", dest="separable", action="store_false", help="plain 3x3 convs")
+                   help="atrous separable convs in ASPP and decoder (default: the preset's)")
+    g.add_argument("--no-separable", dest="separable", action="store_false", help="plain 3x3 convs in ASPP and "
+                   "decoder (default: the preset's)")
     g.add_argument("--no-fold", dest="fold_atrous", action="store_false", default=None,
-                   help="keep atrous branches whose rate covers the feature map as 3x3 (no exact folding)")
+                   help="keep atrous branches whose rate covers the feature map as 3x3 (default: folded exactly "
+                        "into 1x1)")
 
 
 def config_from_args(args: argparse.Namespace, num_classes: int | None = None):
@@ -44,20 +105,23 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     """How to read a .tflite/.onnx file that does not say it itself (shared by predict and bench)."""
     g = p.add_argument_group("reading a file without metadata (each overrides what the file says)")
     g.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                   help="model input size (needed when the file's spatial size is dynamic)")
+                   help="model input size (default: the file's; needed when its spatial size is dynamic)")
     g.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
-                   help="normalisation mean on 0..255 pixels: (pixel - mean) / std")
+                   help="normalisation mean on 0..255 pixels: (pixel - mean) / std (default: the file's)")
     g.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
-                   help="normalisation std on 0..255 pixels (e.g. 255 255 255 for [0, 1] inputs)")
+                   help="normalisation std on 0..255 pixels, e.g. 255 255 255 for [0, 1] inputs (default: the "
+                        "file's)")
     g.add_argument("--class-names", default=None, metavar="a,b,c",
                    help="comma-separated class names (default: the file's, else class_0, class_1, ...)")
     g.add_argument("--threshold", type=float, default=None, metavar="P",
                    help="one-channel outputs: foreground where the probability >= P (default 0.5)")
-    g.add_argument("--output", default=None, metavar="NAME",
-                   help="the output tensor to use when the file has several (default: the first)")
+    out = g.add_argument("--output-name", dest="output", default=None, metavar="NAME",
+                         help="the output tensor to use when the file has several (default: the first)")
+    renamed(g, "--output", out)
     g.add_argument("--output-kind", choices=("logits", "probabilities", "labels"), default=None,
                    help="what the output holds, when the file does not say (one-channel outputs: logits are "
-                        "thresholded at logit(P), probabilities at P)")
+                        "thresholded at logit(P), probabilities at P; default: the file's metadata, else its "
+                        "last op, else read from the first output)")
 
 
 def model_flags(args: argparse.Namespace) -> dict:
@@ -68,27 +132,33 @@ def model_flags(args: argparse.Namespace) -> dict:
 
 def add_spec_args(p: argparse.ArgumentParser) -> None:
     """How a model not trained by deeplab-edge was trained (export, quant-report)."""
-    from deeplab_edge.export.spec import INPUT_SCALES
+    from deeplab_edge.export.spec import INPUT_SCALE_ALIASES, INPUT_SCALES
 
     m = p.add_argument_group("a model not trained by deeplab-edge (or overrides of a checkpoint's model info); "
                              "also read from a sidecar MODEL.json with the same keys")
     m.add_argument("--class-names", metavar="a,b,c", help="comma-separated class names (default: the checkpoint's, "
                    "else the dataset's)")
-    m.add_argument("--input-scale", choices=sorted(INPUT_SCALES), help="how the model's inputs were scaled: "
-                   "-1-1 (x/127.5-1), 0-1 (x/255), 0-255 (raw), imagenet (mean/std of ImageNet)")
-    m.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation mean on 0..255 pixels")
-    m.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation std on 0..255 pixels")
+    m.add_argument("--input-scale", choices=[*INPUT_SCALES, *INPUT_SCALE_ALIASES], metavar="SCALE",
+                   help="how the model's inputs were scaled: signed or -1-1 (x/127.5 - 1), unit or 0-1 (x/255), raw "
+                        "or 0-255 (pixels as they are), imagenet (ImageNet's mean/std) (default: the checkpoint's, "
+                        "else the sidecar's, else what the model says)")
+    m.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="normalisation mean on 0..255 pixels (default: as --input-scale)")
+    m.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="normalisation std on 0..255 pixels (default: as --input-scale)")
 
 
 def add_load_args(p: argparse.ArgumentParser, *, output: bool = True) -> None:
     """How to load a model built elsewhere: Keras 3 files, keras-hub models, SavedModel folders."""
     g = p.add_argument_group("loading a model built elsewhere (Keras 3, keras-hub, SavedModel)")
     g.add_argument("--custom-objects", metavar="FILE.py", help="a Python file defining the model's own classes "
-                   "(its CUSTOM_OBJECTS dict, else every class it defines)")
+                   "(its CUSTOM_OBJECTS dict, else every class it defines; default: none)")
     g.add_argument("--unsafe", action="store_true", help="allow loading Python code saved in the model (Lambda "
                    "layers); only for files you trust")
     if output:
-        g.add_argument("--output", metavar="NAME", help="a SavedModel's output to use when its signature has several")
+        out = g.add_argument("--output-name", dest="output", metavar="NAME",
+                             help="a SavedModel's output to use when its signature has several (default: the first)")
+        renamed(g, "--output", out)
 
 
 def load_options(args: argparse.Namespace):

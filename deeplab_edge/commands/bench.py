@@ -5,26 +5,33 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_data_arg, add_load_args, add_model_flags, model_flags
+from ._common import add_data_arg, add_load_args, add_model_flags, add_out_arg, model_flags, renamed
+
+DEVICE_OF_GPU = {"auto": "auto", "off": "cpu"}  # the old --gpu values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", help=".tflite / .onnx files, or an export manifest.json")
-    p.add_argument("--keras", metavar="CHECKPOINT", help="the Keras float model as the baseline row "
-                   "(default: the checkpoint named in the manifest, if any)")
+    p.add_argument("--keras", metavar="CHECKPOINT", help="the Keras float model as the baseline row (needs the "
+                   "train extra; default: the checkpoint named in the manifest, if any)")
     add_data_arg(p, required_hint=" (its validation split is the evaluation set)")
-    p.add_argument("--eval-images", type=int, default=100, help="validation images for mIoU (default 100)")
+    p.add_argument("--eval-images", type=int, default=100, help="validation images for mIoU")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads for every row (default: the CPUs "
                    "this process may use, the same for LiteRT, onnxruntime and Keras)")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--min-runs", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs per row before timing")
+    p.add_argument("--min-runs", type=int, default=30, help="minimum timed runs per row")
     p.add_argument("--min-time", type=float, default=3.0, help="minimum seconds of timed runs per row")
-    p.add_argument("--gpu", choices=("auto", "off"), default="auto",
-                   help="auto (default): GPU rows beside the CPU ones for the float files, on LiteRT's GPU "
-                        "accelerator where a Vulkan device exists (a software one is marked emulated), "
-                        "onnxruntime's GPU providers, TensorFlow's GPU; listed as skipped with the reason otherwise")
-    p.add_argument("--out", default="bench", help="folder for bench.json, bench.md and plots (default bench/)")
-    p.add_argument("--budget", metavar="FILE", help="JSON limits; exit 1 naming each broken limit")
+    device = p.add_argument(
+        "--device", choices=("auto", "cpu", "gpu"), default="auto",
+        help="auto: CPU rows, plus GPU rows for the float files where a GPU path exists (LiteRT's GPU accelerator "
+             "on a Vulkan device, a software one marked emulated; onnxruntime's GPU providers; TensorFlow's GPU), "
+             "listed as skipped with the reason otherwise; cpu: CPU rows only; gpu: as auto, but a float file with "
+             "no GPU path is a failed row")
+    renamed(p, "--gpu", device, convert=DEVICE_OF_GPU.get, choices=tuple(DEVICE_OF_GPU))
+    add_out_arg(p, "bench", "folder for bench.json, bench.md and plots")
+    p.add_argument("--budget", metavar="FILE", help="JSON limits; exit 1 naming each broken limit (default: none)")
+    p.add_argument("--allow-fail", action="store_true", help="exit 0 even when a row failed (default: a failed "
+                   "row exits 1)")
     add_model_flags(p)
     add_load_args(p, output=False)
     p.add_argument("--resample", choices=("pillow", "opencv", "mediapipe"), default="pillow",
@@ -53,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.benchmarks.report import to_terminal, write_markdown
     from deeplab_edge.errors import UserError
     from deeplab_edge.model.data import open_dataset
+    from deeplab_edge.progress import steps
     from deeplab_edge.runtime.predictor import UnknownNormalisation, load_predictor
 
     budget = load_budget(args.budget) if args.budget else None  # refuse a bad budget before any work
@@ -125,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         print("note: no --data and no file with deeplab-edge metadata: latency only (a synthetic 480x640 image "
               "for pre/post timing); pass --data DIR for mIoU")
     settings = BenchSettings(threads=args.threads, warmup=args.warmup, min_runs=args.min_runs,
-                             min_time_s=args.min_time, gpu=args.gpu)
+                             min_time_s=args.min_time, device=args.device)
     # The Keras row normalises as the model was trained: the manifest's mean/std (a file that takes pixels
     # says 0/1), else --mean/--std, else the first file's.
     keras_norm = (tuple(exported_from.get("mean") or args.mean or first.mean),
@@ -133,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                   exported_from.get("output") or first.output, first.threshold)
     load = {"input_size": list(args.input_size or first.input_size), "output": args.output,
             "custom_objects": args.custom_objects, "unsafe": args.unsafe}
-    report = run_bench(targets, eval_set, photo, settings, progress=lambda m: print(f"[bench] {m}", flush=True),
+    report = run_bench(targets, eval_set, photo, settings, progress=steps("bench"),
                        flags=flags, row_flags=row_flags, latency_only=latency_only, keras_norm=keras_norm,
                        keras_load=load)
     out = Path(args.out)
@@ -150,8 +158,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nwrote {', '.join(map(str, written))}")
     if not plots_available():
         print("note: no plots: matplotlib is not installed (pip install 'deeplab-edge[runtime]')")
+    failed = [r.name for r in report.rows if r.status == "failed"]
+    if failed:
+        print(f"{len(failed)} row(s) failed: {', '.join(failed)}" + (" (allowed by --allow-fail)" if args.allow_fail
+                                                                      else ""))
+    code = 1 if failed and not args.allow_fail else 0
     if budget is not None:
         violations = check_budget(report, budget)
         print(format_violations(violations))
-        return 1 if violations else 0
-    return 0
+        code = 1 if violations else code
+    return code

@@ -6,13 +6,27 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ._common import renamed
+
     p.add_argument("action", nargs="?", choices=("check",), help="check DIR: read every image/mask pair of your "
-                   "dataset and list every problem (exit 1 if any), with the class balance")
+                   "dataset and list every problem (exit 1 if any), with the class balance; runs on the core install")
     p.add_argument("folder", nargs="?", metavar="DIR", help="the dataset folder to check")
-    p.add_argument("--train", type=int, default=2000, help="training images (default 2000)")
-    p.add_argument("--val", type=int, default=200, help="validation images (default 200)")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
-    p.add_argument("--seed", type=int, default=0)
+    tr = p.add_argument("--train-images", dest="train", type=int, default=2000, metavar="N",
+                        help="training images of the built-in set")
+    renamed(p, "--train", tr)
+    va = p.add_argument("--val-images", dest="val", type=int, default=200, metavar="N",
+                        help="validation images of the built-in set")
+    renamed(p, "--val", va)
+    sz = p.add_argument("--image-size", dest="size", type=int, default=256, metavar="N",
+                        help="side in pixels of the built-in set's square images (a dataset's image size, not a "
+                             "model's --input-size)")
+    renamed(p, "--size", sz)
+    p.add_argument("--seed", type=int, default=0, help="seed of the built-in set's composition")
+
+
+def needs_extra(args: argparse.Namespace) -> bool:
+    """`data check` reads a dataset with numpy and Pillow alone; building the demo set needs the train extra."""
+    return args.action != "check"
 
 
 def run(args: argparse.Namespace) -> int:

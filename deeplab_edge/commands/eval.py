@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-from ._common import add_data_arg, add_load_args, add_spec_args, load_options, spec_from_args
+from ._common import (
+    add_data_arg,
+    add_json_arg,
+    add_load_args,
+    add_spec_args,
+    emit_json,
+    load_options,
+    spec_from_args,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_load_args(p)
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
                    help="the size to run a model whose spatial size is dynamic at (default: the size it declares)")
-    p.add_argument("--split", choices=("val", "train"), default="val")
-    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON to FILE")
+    p.add_argument("--split", choices=("val", "train"), default="val", help="the dataset split to score")
+    add_json_arg(p, "the metrics")
     p.add_argument("--resolution", choices=("original", "model"), default="original",
                    help="original (default, the standard protocol): logits resized to each image's own size and "
                         "scored against its mask as it is; model: image and mask resized to the model's size "
@@ -47,12 +53,8 @@ def run(args: argparse.Namespace) -> int:
                        progress=True, resolution=args.resolution, to_labels=spec.labels)
     where = ("each image's own size" if args.resolution == "original"
              else f"the model's size {model.input_shape[1]}x{model.input_shape[2]}")
-    print(f"{args.split}: {len(samples)} images of {ds.root}, scored at {where}")
-    print(m.table())
-    if args.json:
-        from deeplab_edge.fileio import write_text_atomic
-
-        write_text_atomic(Path(args.json), json.dumps({"split": args.split, "images": len(samples),
-                                                       "resolution": args.resolution,
-                                                       **m.to_dict()}, indent=2))
+    result = {"split": args.split, "images": len(samples), "resolution": args.resolution, **m.to_dict()}
+    if not emit_json(args.json, result):
+        print(f"{args.split}: {len(samples)} images of {ds.root}, scored at {where}")
+        print(m.table())
     return 0

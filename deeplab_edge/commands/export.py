@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_arg, add_load_args, add_spec_args, load_options, spec_from_args
+from ._common import (
+    add_data_arg,
+    add_load_args,
+    add_out_arg,
+    add_spec_args,
+    load_options,
+    renamed,
+    spec_from_args,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras), or any segmentation model "
                    "(N-class scores or one foreground channel): a tf-keras or Keras 3 .keras/.h5 file (keras-hub "
                    "included) or a TensorFlow SavedModel folder")
-    p.add_argument("--out", default="exported", help="output folder (default exported/)")
+    add_out_arg(p, "exported", "output folder")
     p.add_argument("--formats", nargs="+", default=None, metavar="FMT",
                    help=f"formats to write: {', '.join(FORMATS)}; default: all but tflite_int16x8; 'all': every one")
     p.add_argument("--name", help="file name stem (default: the checkpoint's preset, or 'model')")
@@ -21,18 +29,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_spec_args(p)
     add_load_args(p)
     o = p.add_argument_group("format options (refused when no chosen format accepts them)")
-    o.add_argument("--calibration-count", type=int,
-                   help="int8: real training images to calibrate on (default 200, or all when fewer)")
+    cal = o.add_argument("--calibration-images", dest="calibration_count", type=int, metavar="N",
+                         help="int8: real training images to calibrate on (default 200, or all when fewer)")
+    renamed(o, "--calibration-count", cal)
     o.add_argument("--calibration-data", metavar="DIR",
-                   help="calibrate int8 on this folder of images (no masks needed) instead of the training images")
+                   help="calibrate int8 on this folder of images, no masks needed (default: the training images)")
     o.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
                    help="onnx_int8 calibrator (default minmax; the TFLite converter calibrates min/max only)")
     o.add_argument("--io-type", choices=("int8", "uint8", "float32"), help="tflite_int8 input/output type (default float32, "
                    "quantised inside the file: what MediaPipe Tasks accepts; int8/uint8 for integer-only pipelines)")
     o.add_argument("--opset", type=int, help="ONNX opset (default 17)")
     o.add_argument("--per-channel", dest="per_channel", action="store_true", default=None,
-                   help="int8 per-channel weight scales (default on; --no-per-channel: one scale per tensor)")
-    o.add_argument("--no-per-channel", dest="per_channel", action="store_false")
+                   help="int8 per-channel weight scales (default on)")
+    o.add_argument("--no-per-channel", dest="per_channel", action="store_false",
+                   help="int8 weights with one scale per tensor (default: per channel)")
     o.add_argument("--no-reduce-range", dest="reduce_range", action="store_false", default=None,
                    help="onnx_int8 full 8-bit weights (default 7-bit: 8-bit saturates in onnxruntime's "
                         "U8S8 kernels on x86 CPUs without VNNI)")
@@ -40,36 +50,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="onnx_int8 activations (default uint8: U8S8 runs fastest in onnxruntime on x86)")
     k = p.add_argument_group("int8 layers kept in float (tflite_int8, onnx_int8)")
     k.add_argument("--keep-float", nargs="+", metavar="PATTERN", help="keep these in float: an op type "
-                   "(DEPTHWISE_CONV_2D, Conv), a layer name or part of one (aspp_proj), or a glob on tensor/node names")
+                   "(DEPTHWISE_CONV_2D, Conv), a layer name or part of one (aspp_proj), or a glob on tensor/node "
+                   "names (default: none)")
     k.add_argument("--auto-keep-float", action="store_true", default=None,
                    help="keep the layers with the worst quantisation error in float, one at a time, until the file "
-                        "is within --max-miou-drop mIoU points of Keras on the held-out images")
+                        "is within --max-miou-drop mIoU points of Keras on the held-out images (default: off)")
     k.add_argument("--max-keep-float", type=int, metavar="N",
                    help="--auto-keep-float keeps at most N layers in float (default 20)")
     v = p.add_argument_group("graph and verification")
     v.add_argument("--head", choices=("logits", "labels"), default="logits",
                    help="logits: float (N,H,W,C) output; labels: argmax inside the model, (N,H,W) int32")
     v.add_argument("--pixel-input", dest="pixel_input", action="store_true", default=True,
-                   help="(default) every file takes raw uint8 RGB pixels and normalises them itself (a first op; "
-                        "for tflite_int8 its uint8 input quantisation): the runtime only resizes and copies")
+                   help="every file takes raw uint8 RGB pixels and normalises them itself (a first op; for "
+                        "tflite_int8 its uint8 input quantisation): the runtime only resizes and copies (default: on)")
     v.add_argument("--no-pixel-input", dest="pixel_input", action="store_false",
-                   help="files take normalised float32 images, as the Keras model does")
+                   help="files take normalised float32 images, as the Keras model does (default: pixel input)")
     v.add_argument("--logits-at", choices=("input", "stride"), default="input",
                    help="input: logits upsampled to the input size inside the file; stride: logits at the "
                         "decoder's stride (input/4), the runtime computes labels there and upsamples them")
-    v.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="export at another input size")
-    v.add_argument("--verify-images", type=int, default=100, help="held-out images to verify on (default 100)")
-    v.add_argument("--min-agreement", type=float, default=0.95, help="quantised: min argmax agreement (0-1)")
-    v.add_argument("--max-miou-drop", type=float, default=2.0, help="quantised: max mIoU drop in points (also "
-                   "the budget of --auto-keep-float)")
-    v.add_argument("--threads", type=int, help="interpreter threads for verification")
-    v.add_argument("--allow-fail", action="store_true", help="exit 0 even when a file fails verification")
-    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    v.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="export at another input size (default: the model's)")
+    ev = v.add_argument("--eval-images", dest="verify_images", type=int, default=100,
+                        help="held-out images to verify every file on")
+    renamed(v, "--verify-images", ev)
+    v.add_argument("--min-agreement", type=float, default=0.95,
+                   help="quantised files: the least share of pixels whose label matches Keras's (0-1)")
+    v.add_argument("--max-miou-drop", type=float, default=2.0, help="quantised files: the largest mIoU drop "
+                   "against Keras in points (also the budget of --auto-keep-float)")
+    v.add_argument("--threads", type=int, help="interpreter threads for verification (default: the CPUs this "
+                   "process may use)")
+    v.add_argument("--allow-fail", action="store_true", help="exit 0 even when a file fails verification "
+                   "(default: exit 1)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files (default: refuse)")
 
 
 def run(args: argparse.Namespace) -> int:
     from deeplab_edge.errors import UserError
     from deeplab_edge.export.formats import check_options, resolve_formats
+    from deeplab_edge.progress import steps
 
     options = {"calibration_count": args.calibration_count, "io_type": args.io_type, "opset": args.opset,
                "per_channel": args.per_channel, "activation_type": args.activation_type, "reduce_range": args.reduce_range,
@@ -108,12 +126,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.checkpoint} takes inputs of any size {model.input_shape}; pass --input-size H W.")
     calibration, vx, vy = calibration_and_verification(
         ds, size, chosen, args.calibration_count, args.verify_images, spec.mean, spec.std,
-        progress=lambda m: print(f"[export] {m}", flush=True), calibration_data=args.calibration_data)
+        progress=steps('export'), calibration_data=args.calibration_data)
     report = export_all(model, info, args.out, name=name, formats=[f.name for f in chosen], options=options,
                         calibration=calibration, verify_images=vx, verify_masks=vy,
                         thresholds=Thresholds(min_agreement=args.min_agreement, max_miou_drop=args.max_miou_drop),
                         force=args.force, head=args.head, input_size=tuple(args.input_size) if args.input_size else None,
-                        num_threads=args.threads, progress=lambda m: print(f"[export] {m}", flush=True),
+                        num_threads=args.threads, progress=steps('export'),
                         checkpoint=args.checkpoint, spec=spec, pixel_input=args.pixel_input,
                         logits_at=args.logits_at)
     print()

@@ -6,12 +6,12 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    from ._common import add_json_arg
+
+    add_json_arg(p, "the presets")
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from deeplab_edge.model.deeplab import build_deeplabv3plus
     from deeplab_edge.model.flops import model_cost
     from deeplab_edge.model.presets import list_presets
@@ -21,8 +21,9 @@ def run(args: argparse.Namespace) -> int:
         cost = model_cost(build_deeplabv3plus(p.config))
         rows.append({"name": p.name, "description": p.description, "params": cost.params, "macs": cost.macs,
                      "config": p.config.to_dict()})
-    if args.json:
-        print(json.dumps(rows, indent=2))
+    from ._common import emit_json
+
+    if emit_json(args.json, rows):
         return 0
     print(f"{'preset':<12} {'backbone':<12} {'alpha':>5} {'input':>9} {'OS':>3} {'ASPP/decoder':<14} "
           f"{'width':>5} {'params':>8} {'GMACs':>7}")

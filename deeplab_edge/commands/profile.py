@@ -9,18 +9,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a .tflite or .onnx file")
     p.add_argument("--threads", type=int, default=None,
                    help="interpreter threads (default: the CPUs this process may use, as predict and bench)")
-    p.add_argument("--top", type=int, default=15, help="layers to list (default 15)")
-    p.add_argument("--json", metavar="FILE", help="also write the profile as JSON")
+    p.add_argument("--top", type=int, default=15, help="layers to list")
+    from ._common import add_json_arg
+
+    add_json_arg(p, "the profile and the machine")
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
     from deeplab_edge.benchmarks.profile import profile_file
     from deeplab_edge.benchmarks.sysinfo import machine_info, machine_summary
     from deeplab_edge.errors import UserError
-    from deeplab_edge.fileio import write_text_atomic
 
     if args.threads is None:
         from deeplab_edge.runtime.backends import default_threads
@@ -30,8 +28,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--threads must be positive; received {args.threads}.")
     prof = profile_file(args.model, threads=args.threads)
     info = machine_info()
-    print(machine_summary(info, threads=args.threads))
-    print(prof.table(args.top))
-    if args.json:
-        write_text_atomic(Path(args.json), json.dumps({"machine": info, **prof.to_dict()}, indent=2))
+    from ._common import emit_json
+
+    if not emit_json(args.json, {"machine": info, **prof.to_dict()}):
+        print(machine_summary(info, threads=args.threads))
+        print(prof.table(args.top))
     return 0

@@ -4,24 +4,40 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_arg, add_load_args, add_spec_args, load_options, spec_from_args
+from ._common import (
+    add_data_arg,
+    add_load_args,
+    add_out_arg,
+    add_spec_args,
+    load_options,
+    renamed,
+    spec_from_args,
+)
+
+INT8 = ("tflite_int8", "onnx_int8")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras), or a model built elsewhere "
                    "(tf-keras or Keras 3 file, SavedModel folder)")
-    p.add_argument("--format", dest="formats", nargs="+", default=["tflite_int8", "onnx_int8"],
-                   choices=("tflite_int8", "onnx_int8"), help="the int8 files to report on (default both)")
-    p.add_argument("--out", default="quant_report", help="output folder (default quant_report/): "
-                   "<format>.json, .md and .png")
+    fmts = p.add_argument("--formats", nargs="+", default=list(INT8), choices=INT8, metavar="FMT",
+                          help=f"the int8 files to report on: {', '.join(INT8)}")
+    renamed(p, "--format", fmts)
+    add_out_arg(p, "quant_report", "output folder for <format>.json, .md and .png")
     add_data_arg(p, required_hint=" or the dataset the checkpoint was trained on")
-    p.add_argument("--calibration-count", type=int, help="images to calibrate on (default 200, or all when fewer)")
-    p.add_argument("--calibration-data", metavar="DIR", help="calibrate on this folder of images (no masks needed)")
-    p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"), help="onnx_int8 calibrator")
+    cal = p.add_argument("--calibration-images", dest="calibration_count", type=int, metavar="N",
+                         help="images to calibrate on (default 200, or all when fewer)")
+    renamed(p, "--calibration-count", cal)
+    p.add_argument("--calibration-data", metavar="DIR", help="calibrate on this folder of images, no masks needed "
+                   "(default: the training images)")
+    p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
+                   help="onnx_int8 calibrator (default minmax)")
     p.add_argument("--no-per-channel", dest="per_channel", action="store_false", default=True,
-                   help="int8 weights with one scale per tensor")
-    p.add_argument("--images", type=int, default=16, help="calibration images the report runs (default 16)")
-    p.add_argument("--top", type=int, default=15, help="worst tensors to print (default 15)")
+                   help="int8 weights with one scale per tensor (default: per channel)")
+    ev = p.add_argument("--eval-images", dest="images", type=int, default=16, metavar="N",
+                        help="calibration images the float and int8 tensors are compared on")
+    renamed(p, "--images", ev)
+    p.add_argument("--top", type=int, default=15, help="worst tensors to print")
     add_spec_args(p)
     add_load_args(p)
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
@@ -34,9 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.export.formats import resolve_formats
     from deeplab_edge.export.pipeline import load_for_export, quant_report
     from deeplab_edge.export.quant_report import short
+    from deeplab_edge.progress import steps
 
     if args.images <= 0 or args.top <= 0:
-        raise UserError(f"--images and --top must be positive; received {args.images} and {args.top}.")
+        raise UserError(f"--eval-images and --top must be positive; received {args.images} and {args.top}.")
     model, info, ds, _ = load_for_export(args.checkpoint, args.data, None, load_options(args))
     spec = spec_from_args(model, info, ds, args)
     size = tuple(model.input_shape[1:3])
@@ -44,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.checkpoint} takes inputs of any size; quant-report needs a fixed-size model.")
     calibration, _, _ = calibration_and_verification(
         ds, size, resolve_formats(args.formats), args.calibration_count, 1, spec.mean, spec.std,
-        progress=lambda m: print(f"[quant-report] {m}", flush=True), calibration_data=args.calibration_data)
+        progress=steps('quant-report'), calibration_data=args.calibration_data)
     for fmt in args.formats:
-        print(f"[quant-report] {fmt}: calibrating on {len(calibration)} images, comparing on "
-              f"{min(args.images, len(calibration))}", flush=True)
+        steps("quant-report")(f"{fmt}: calibrating on {len(calibration)} images, comparing on "
+              f"{min(args.images, len(calibration))}")
         report = quant_report(model, info, fmt, calibration, spec, images=args.images,
                               options={"calibration_method": args.calibration_method,
                                        "per_channel": args.per_channel})
