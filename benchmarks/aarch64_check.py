@@ -620,7 +620,7 @@ def _bench(env: AArch64Env, cpu: str, model: Path, out: Path, timeout: float, ca
         cache.mkdir(parents=True)
         guest_env["DEEPLAB_EDGE_CACHE"] = str(cache)
     cmd = [str(env.python), "-m", "deeplab_edge", "bench", str(model), "--threads", "2", "--warmup", "1",
-           "--min-runs", "3", "--min-time", "0.1", "--eval-images", "4", "--gpu", "off", "--out", str(out)]
+           "--min-runs", "3", "--min-time", "0.1", "--eval-images", "4", "--device", "cpu", "--out", str(out)]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=guest_env, timeout=timeout)
@@ -856,7 +856,7 @@ def to_markdown(r: dict) -> str:
                         f"{m.get('cpu_model') or '-'}, {m.get('isa_summary') or '-'} | {m.get('int8_isa') or '-'} |"))
     if r["bench"]:
         lines += ["", f"`deeplab-edge bench {r['bench_file']} --threads 2 --warmup 1 --min-runs 3 --min-time 0.1 "
-                  "--eval-images 4 --gpu off --out DIR` per CPU, core install only (no matplotlib, psutil, "
+                  "--eval-images 4 --device cpu --out DIR` per CPU, core install only (no matplotlib, psutil, "
                   "imgviz), with an empty deeplab-edge cache (a fresh board) and with this host's cache (the "
                   "built-in demo set already made); latency emulated:", "",
                   "| QEMU_CPU | cache | exit code | rows | emulated median latency | wall s | last line |",

@@ -100,7 +100,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (not action.option_strings or "default" in text.lower() or default in (None, False, argparse.SUPPRESS)
+        if (not action.option_strings or "default" in text.lower() or default is None or default is False
+                or default is argparse.SUPPRESS
                 or isinstance(action, (argparse._StoreConstAction, argparse._HelpAction, argparse._VersionAction))):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)

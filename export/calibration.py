@@ -74,7 +74,7 @@ def calibration_from_dataset(dataset, size: tuple[int, int], count: int, *, seed
                         "Int8 export needs real images; pass --data with a folder of them.")
     if available < count:
         raise UserError(f"Asked for {count} calibration images but {dataset.root} has only {available} "
-                        f"training images. Pass --calibration-count {available} or fewer, or add images.")
+                        f"training images. Pass --calibration-images {available} or fewer, or add images.")
     idx = np.random.default_rng(seed).choice(available, size=count, replace=False)
     samples = [dataset.train[i] for i in sorted(idx)]
     images, _ = load_arrays(samples, size, dataset.num_classes)
@@ -102,7 +102,7 @@ def calibration_from_folder(folder, size: tuple[int, int], count: int | None, *,
     wanted = min(DEFAULT_CALIBRATION_COUNT, len(paths)) if count is None else count
     if wanted > len(paths):
         raise UserError(f"Asked for {count} calibration images but {folder} holds {len(paths)}; pass "
-                        f"--calibration-count {len(paths)} or fewer, or add images.")
+                        f"--calibration-images {len(paths)} or fewer, or add images.")
     if count is None and wanted < DEFAULT_CALIBRATION_COUNT:
         progress(f"note: {folder} holds {len(paths)} images; calibrating int8 on all of them "
                  f"(default {DEFAULT_CALIBRATION_COUNT})")

@@ -428,7 +428,7 @@ def quant_report(model, info, fmt_name: str, calibration: Calibration, spec: Mod
     if fmt_name not in ("tflite_int8", "onnx_int8"):
         raise UserError(f"quant-report takes tflite_int8 or onnx_int8; received {fmt_name!r}.")
     if images <= 0:
-        raise UserError(f"--images must be positive; received {images}.")
+        raise UserError(f"--eval-images must be positive; received {images}.")
     graph = export_graph(model, info)
     subset = calibration.images[:images]
     if fmt_name == "tflite_int8":

@@ -400,7 +400,7 @@ def _load_savedmodel(path: Path, options: LoadOptions):
     elif len(names) == 1:
         out_name = names[0]
     else:
-        raise UserError(f"The SavedModel {path} has {len(names)} outputs ({', '.join(names)}); pass --output NAME "
+        raise UserError(f"The SavedModel {path} has {len(names)} outputs ({', '.join(names)}); pass --output-name NAME "
                         "with the segmentation scores.")
     def call(x):
         return sig(**{in_name: x})[out_name]

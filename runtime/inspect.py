@@ -20,7 +20,7 @@ from deeplab_edge.errors import UserError
 
 from .backends import Backend, open_backend
 from .files import onnx_op_counts
-from .predictor import Predictor, resolve_metadata
+from .predictor import Predictor, UnknownNormalisation, resolve_metadata
 from .tensors import TensorInfo
 
 
@@ -102,10 +102,15 @@ def inspect_file(path: str | Path, *, backend: str | None = None) -> Contract:
     b = open_backend(path, backend=backend, num_threads=1)
     notes: list[str] = []
     try:
-        resolved = resolve_metadata(b)
-        meta, notes = resolved.meta, list(resolved.notes)
+        try:
+            resolved, known = resolve_metadata(b), True
+        except UnknownNormalisation as e:  # the rest of the contract is still read off the file
+            notes.append(str(e))
+            resolved, known = resolve_metadata(b, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)), False
+        meta = resolved.meta
+        notes += resolved.notes
         predictor = Predictor(b, meta, detect_scores=resolved.detect_scores)
-        pixels, mean, std = predictor.takes_pixels, meta.mean, meta.std
+        pixels, mean, std = (predictor.takes_pixels, meta.mean, meta.std) if known else (None, None, None)
         layout, input_size, names = meta.layout, meta.input_size, meta.class_names
         kind = _output_kind(meta.output, meta.num_classes if meta.output != "labels" else None, b,
                             resolved.detect_scores, meta.scores_layout)

@@ -13,7 +13,7 @@ def test_bench_two_files_writes_json_markdown_and_plots(exported, synthetic_fold
     out = tmp_path / "bench"
     rc = main(["bench", files["tflite_fp32"], files["tflite_int8"], "--data", str(synthetic_folder),
                "--eval-images", "8", "--min-runs", "5", "--min-time", "0.05", "--warmup", "1", "--out", str(out),
-               "--gpu", "off"])
+               "--device", "cpu"])
     assert rc == 0
     data = json.loads((out / "bench.json").read_text())
     names = [r["name"] for r in data["rows"]]

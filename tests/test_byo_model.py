@@ -59,7 +59,7 @@ def test_user_unet_exports_verifies_predicts_and_benches(user_unet, binary_folde
     out = tmp_path / "exp"
     rc = main(["export", str(user_unet), "--data", str(binary_folder), "--input-scale", "0-1",
                "--class-names", "background,object", "--out", str(out), "--formats", "tflite_fp32", "tflite_int8",
-               "onnx_fp32", "onnx_int8", "--calibration-count", "32", "--verify-images", "16"])
+               "onnx_fp32", "onnx_int8", "--calibration-images", "32", "--eval-images", "16"])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert text.count("PASS") == 4 and "FAIL" not in text
@@ -83,7 +83,7 @@ def test_user_unet_exports_verifies_predicts_and_benches(user_unet, binary_folde
                str(tmp_path / "pred")])
     assert rc == 0 and len(list((tmp_path / "pred").glob("*_overlay.png"))) > 10
     rc = main(["bench", str(out / "manifest.json"), "--data", str(binary_folder), "--eval-images", "8",
-               "--min-runs", "3", "--min-time", "0.02", "--warmup", "1", "--out", str(tmp_path / "b"), "--gpu", "off"])
+               "--min-runs", "3", "--min-time", "0.02", "--warmup", "1", "--out", str(tmp_path / "b"), "--device", "cpu"])
     assert rc == 0
     rows = {r["name"]: r for r in json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]}
     assert {"tflite_fp32", "tflite_int8", "onnx_fp32", "onnx_int8"} <= set(rows)
@@ -105,7 +105,7 @@ def test_sidecar_model_json_replaces_flags(user_unet, binary_folder, tmp_path, c
     shutil.copy(user_unet, model)
     (tmp_path / "unet.json").write_text(json.dumps({"input_scale": "0-1", "class_names": ["bg", "thing"]}))
     rc = main(["export", str(model), "--data", str(binary_folder), "--out", str(tmp_path / "x"),
-               "--formats", "tflite_fp32", "--verify-images", "8"])
+               "--formats", "tflite_fp32", "--eval-images", "8"])
     assert rc == 0, capsys.readouterr()
     manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
     assert manifest["model"]["class_names"] == ["bg", "thing"] and manifest["model"]["std"] == [255.0] * 3
@@ -121,7 +121,7 @@ def test_bench_file_without_metadata_gives_latency_row(tmp_path, capsys):
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     out = tmp_path / "b"
     rc = main(["bench", str(path), "--min-runs", "3", "--min-time", "0.02", "--warmup", "1", "--out", str(out),
-               "--gpu", "off"])
+               "--device", "cpu"])
     text = capsys.readouterr().out
     assert rc == 0, text
     row = json.loads((out / "bench.json").read_text())["rows"][0]
@@ -132,7 +132,7 @@ def test_bench_file_without_metadata_gives_latency_row(tmp_path, capsys):
 def test_bench_data_with_other_classes_is_refused(exported, binary_folder, tmp_path, capsys):
     files = {f.format: str(f.path) for f in exported[0].files}
     rc = main(["bench", files["tflite_fp32"], "--data", str(binary_folder), "--eval-images", "4",
-               "--out", str(tmp_path / "b"), "--gpu", "off"])
+               "--out", str(tmp_path / "b"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and "class" in err and "Traceback" not in err
 
@@ -179,7 +179,7 @@ def test_keras_io_deeplabv3plus_resnet50(synthetic_folder, tmp_path, capsys):
     model.save(path)
     out = tmp_path / "exp"
     rc = main(["export", str(path), "--data", str(synthetic_folder), "--input-scale", "imagenet", "--out", str(out),
-               "--formats", "tflite_fp32", "tflite_fp16", "onnx_fp32", "--verify-images", "8"])
+               "--formats", "tflite_fp32", "tflite_fp16", "onnx_fp32", "--eval-images", "8"])
     text = capsys.readouterr().out
     assert rc == 0, text
     assert text.count("PASS") == 3
@@ -192,13 +192,13 @@ def test_quant_report_and_keep_float_on_a_user_model(user_unet, binary_folder, t
     """A model deeplab-edge did not train: the report takes the same normalisation flags as export, and its
     names (fused TFLite ops of the user's Keras layers) are what --keep-float keeps."""
     flags = ["--data", str(binary_folder), "--input-scale", "0-1", "--class-names", "background,object",
-             "--calibration-count", "8"]
-    assert main(["quant-report", str(user_unet), *flags, "--format", "tflite_int8", "--images", "2",
+             "--calibration-images", "8"]
+    assert main(["quant-report", str(user_unet), *flags, "--formats", "tflite_int8", "--eval-images", "2",
                  "--out", str(tmp_path / "qr")]) == 0
     layers = json.loads((tmp_path / "qr" / "tflite_int8.json").read_text())["layers"]
     assert layers and all("user_unet/" in e["name"] or ":" in e["name"] for e in layers)
     capsys.readouterr()
     assert main(["export", str(user_unet), *flags, "--formats", "tflite_int8", "--keep-float", layers[0]["name"],
-                 "--verify-images", "8", "--out", str(tmp_path / "x")]) == 0
+                 "--eval-images", "8", "--out", str(tmp_path / "x")]) == 0
     kept = json.loads((tmp_path / "x" / "manifest.json").read_text())["files"][0]["keep_float"]["kept_float"]
     assert kept == [layers[0]["name"]]

@@ -70,7 +70,7 @@ def test_train_eval_export_predict_cli(trained_tiny, synthetic_folder, tmp_path,
     assert metrics["miou"] > 0.3 and len(metrics["per_class_iou"]) == 4
     out = tmp_path / "exp"
     rc = main(["export", str(run_dir / "best.keras"), "--data", str(synthetic_folder), "--out", str(out),
-               "--formats", "tflite_fp32", "onnx_int8", "--verify-images", "8",
+               "--formats", "tflite_fp32", "onnx_int8", "--eval-images", "8",
                # the tiny model's int8 drop on 8 images has measured 0.1-2.1 pt between training runs and CPUs:
                # this test is about the CLI flow; the thresholds themselves are tested in test_export
                "--max-miou-drop", "3"])
@@ -96,8 +96,8 @@ def test_demo_main_job_on_a_tiny_budget(builtin, synthetic_folder, tmp_path, cap
     monkeypatch.setenv("DEEPLAB_EDGE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "report"
     data = [] if builtin else ["--data", str(synthetic_folder), "--input-size", "64", "64"]
-    rc = main(["demo", "--out", str(out), "--preset", "tiny", "--epochs", "1", "--max-train-images", "32",
-               "--eval-images", "4", "--calibration-count", "16", "--bench-min-time", "0.05", *data])
+    rc = main(["demo", "--out", str(out), "--preset", "tiny", "--epochs", "1", "--train-images", "32",
+               "--eval-images", "4", "--calibration-images", "16", "--min-time", "0.05", *data])
     assert rc == 0
     md = (out / "report.md").read_text()
     for needle in ("## Training", "## Export and verification", "## Benchmark", "## Targets", "tflite_int8",

@@ -100,7 +100,7 @@ def test_every_kind_exports_default_formats_and_passes(kind, flags, classes, ker
     data = binary_folder if classes == 2 else synthetic_folder
     out = tmp_path / "exp"
     rc = main(["export", str(keras3_models[kind]), "--data", str(data), *flags, "--out", str(out),
-               "--verify-images", "8", "--calibration-count", "32"])
+               "--eval-images", "8", "--calibration-images", "32"])
     text = capsys.readouterr().out
     assert rc == 0, text
     manifest = json.loads((out / "manifest.json").read_text())
@@ -121,9 +121,9 @@ def test_every_kind_exports_default_formats_and_passes(kind, flags, classes, ker
 def test_keras3_reference_row_in_bench(keras3_models, synthetic_folder, tmp_path, capsys):
     out = tmp_path / "exp"
     assert main(["export", str(keras3_models["keras3"]), "--data", str(synthetic_folder), "--out", str(out),
-                 "--formats", "tflite_fp32", "tflite_int8", "--verify-images", "8", "--calibration-count", "32"]) == 0
+                 "--formats", "tflite_fp32", "tflite_int8", "--eval-images", "8", "--calibration-images", "32"]) == 0
     rc = main(["bench", str(out / "manifest.json"), "--data", str(synthetic_folder), "--eval-images", "8",
-               "--min-runs", "3", "--min-time", "0.02", "--warmup", "1", "--out", str(tmp_path / "b"), "--gpu", "off"])
+               "--min-runs", "3", "--min-time", "0.02", "--warmup", "1", "--out", str(tmp_path / "b"), "--device", "cpu"])
     text = capsys.readouterr().out
     assert rc == 0, text
     rows = {r["name"]: r for r in json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]}
@@ -191,12 +191,12 @@ def test_savedmodel_with_dynamic_size_needs_or_takes_input_size(tmp_path, synthe
     path = tmp_path / "dyn"
     tf.saved_model.save(seg, str(path), signatures={"serving_default": seg.serve})
     base = ["export", str(path), "--data", str(synthetic_folder), "--input-scale", "0-255", "--formats",
-            "tflite_fp32", "--verify-images", "4", "--out", str(tmp_path / "x")]
+            "tflite_fp32", "--eval-images", "4", "--out", str(tmp_path / "x")]
     assert main(base) == 2
     assert "--output" in capsys.readouterr().err  # two outputs: which one is the scores
-    assert main([*base, "--output", "scores"]) == 2
+    assert main([*base, "--output-name", "scores"]) == 2
     assert "--input-size" in capsys.readouterr().err
-    assert main([*base, "--output", "scores", "--input-size", "48", "48"]) == 0, capsys.readouterr()
+    assert main([*base, "--output-name", "scores", "--input-size", "48", "48"]) == 0, capsys.readouterr()
     manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
     assert manifest["model"]["input_size"] == [48, 48] and manifest["files"][0]["verification"]["passed"]
 
@@ -231,8 +231,8 @@ def test_keras_hub_deeplabv3_resnet50_exports_verifies_and_benches(synthetic_fol
     assert model.count_params() > 35e6
     model.save(path)
     out = tmp_path / "exp"
-    rc = main(["export", str(path), "--data", str(synthetic_folder), "--out", str(out), "--verify-images", "8",
-               "--calibration-count", "16", "--allow-fail"])
+    rc = main(["export", str(path), "--data", str(synthetic_folder), "--out", str(out), "--eval-images", "8",
+               "--calibration-images", "16", "--allow-fail"])
     text = capsys.readouterr().out
     assert rc == 0, text
     manifest = json.loads((out / "manifest.json").read_text())
@@ -240,7 +240,7 @@ def test_keras_hub_deeplabv3_resnet50_exports_verifies_and_benches(synthetic_fol
     float_files = [f for f in manifest["files"] if f["precision"] in ("fp32", "fp16")]
     assert all(f["verification"]["passed"] for f in float_files), text  # random weights: int8 judged only below
     rc = main(["bench", str(out / "manifest.json"), "--data", str(synthetic_folder), "--eval-images", "4",
-               "--min-runs", "3", "--min-time", "0.05", "--warmup", "1", "--out", str(tmp_path / "b"), "--gpu", "off"])
+               "--min-runs", "3", "--min-time", "0.05", "--warmup", "1", "--out", str(tmp_path / "b"), "--device", "cpu"])
     assert rc == 0
     rows = {r["name"]: r for r in json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]}
     assert rows["keras_fp32"]["status"] == "ok" and "keras-hub" in rows["keras_fp32"]["provider"]

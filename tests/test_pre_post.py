@@ -98,7 +98,7 @@ def test_bench_memory_does_not_follow_the_eval_set_and_cold_start_is_reported(pi
     for n in (4, 16):
         out = tmp_path / f"b{n}"
         assert main(["bench", str(files["tflite_int8"]), "--data", str(synthetic_folder), "--eval-images", str(n),
-                     "--min-runs", "3", "--min-time", "0.02", "--warmup", "1", "--out", str(out), "--gpu", "off"]) == 0
+                     "--min-runs", "3", "--min-time", "0.02", "--warmup", "1", "--out", str(out), "--device", "cpu"]) == 0
         (row,) = json.loads((out / "bench.json").read_text())["rows"]
         assert row["status"] == "ok" and row["miou"] is not None
         assert row["load_ms"] > 0 and row["first_ms"] > 0 and 0 < row["base_rss_mb"] <= row["peak_rss_mb"]

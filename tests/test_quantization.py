@@ -128,7 +128,7 @@ def test_quant_report_and_keep_float_cli(trained_tiny, synthetic_folder, tmp_pat
 
     ckpt = str(trained_tiny[0] / "best.keras")
     rc = main(["quant-report", ckpt, "--data", str(synthetic_folder), "--out", str(tmp_path / "qr"),
-               "--format", "tflite_int8", "--calibration-count", "8", "--images", "2", "--top", "3"])
+               "--formats", "tflite_int8", "--calibration-images", "8", "--eval-images", "2", "--top", "3"])
     out = capsys.readouterr().out
     assert rc == 0 and "worst 3 by SQNR" in out
     assert (tmp_path / "qr" / "tflite_int8.json").exists() and (tmp_path / "qr" / "tflite_int8.md").exists()
@@ -239,7 +239,7 @@ def test_qat_fine_tunes_and_exports_an_all_integer_file(trained_tiny, synthetic_
     float_model, _ = load_checkpoint(run_dir / "best.keras")
     assert not np.array_equal(model.get_weights()[1], float_model.get_weights()[0])  # fine-tuned, not a copy
     out = tmp_path / "exp"
-    rc = main(["export", str(best), "--data", str(synthetic_folder), "--out", str(out), "--verify-images", "16"])
+    rc = main(["export", str(best), "--data", str(synthetic_folder), "--out", str(out), "--eval-images", "16"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     (f,) = json.loads((out / "manifest.json").read_text())["files"]

@@ -98,7 +98,7 @@ class CoreInstallOnly(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, CoreInstallOnly())
 from deeplab_edge.cli import main
 sys.exit(main(["bench", sys.argv[1], "--out", sys.argv[2], "--min-runs", "3", "--min-time", "0.05",
-               "--warmup", "1", "--gpu", "off"]))
+               "--warmup", "1", "--device", "cpu"]))
 """
 
 

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if args.input_size and min(args.input_size) <= 0:
         raise UserError(f"--input-size must be positive; received {args.input_size}.")
     if args.verify_images <= 0:
-        raise UserError(f"--verify-images must be positive; received {args.verify_images}.")
+        raise UserError(f"--eval-images must be positive; received {args.verify_images}.")
     model, info, ds, name = load_for_export(args.checkpoint, args.data, args.name, load_options(args))
     chosen = formats_for(info, args.formats)
     if args.input_size and info is not None:

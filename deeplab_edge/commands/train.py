@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 "--qat-from: runs/PRESET-qat)")
     p.add_argument("--qat-from", metavar="CHECKPOINT", help="quantisation-aware fine-tuning of this trained float "
                    "checkpoint (fake int8, BatchNorm folded into the convs; tensorflow-model-optimization): writes best_qat.h5, "
-                   "which `deeplab-edge export` turns into a full-integer tflite_int8 file")
+                   "which `deeplab-edge export` turns into a full-integer tflite_int8 file (default: none, train from scratch)")
     p.add_argument("--qat-per-tensor", action="store_true", help="with --qat-from: int8 weights with one scale "
                    "per tensor, for accelerators that need it; the export follows (default: per channel)")
     add_config_args(p)
