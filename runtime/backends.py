@@ -113,12 +113,18 @@ def open_backend(path: str | Path, *, backend: str | None = None, num_threads: i
             device = "cpu"
         else:
             try:
-                return open_backend(path, backend=backend, num_threads=num_threads, output=output, device="gpu",
-                                    gpu_precision=gpu_precision)
+                g = open_backend(path, backend=backend, num_threads=num_threads, output=output, device="gpu",
+                                 gpu_precision=gpu_precision)
+                info = getattr(g, "gpu", None)
+                if info is None or not info.emulated:
+                    return g
+                why = f"the only Vulkan device is a software one ({info.adapter}), slower than the CPU"
+                del g, info
             except UserError as e:
-                b = open_backend(path, backend=backend, num_threads=num_threads, output=output, device="cpu")
-                b.notes = (*b.notes, f"--device auto: on the CPU, as the GPU path is not available: {e}")
-                return b
+                why = f"the GPU path is not available: {e}"
+            b = open_backend(path, backend=backend, num_threads=num_threads, output=output, device="cpu")
+            b.notes = (*b.notes, f"--device auto: on the CPU, as {why}")
+            return b
     wanted = parse_providers(providers)
     if kind == "tflite":
         if any(p != PROVIDERS["cpu"] for p in wanted):

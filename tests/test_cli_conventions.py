@@ -102,7 +102,7 @@ def test_exit_code_table_in_help_and_readme(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     readme = (ROOT / "README.md").read_text()
-    for code, text in EXIT_CODES.items():
+    for code in EXIT_CODES:
         assert re.search(rf"^\s+{code}\s+", out, re.M), code
         assert re.search(rf"^\| {code} \|", readme, re.M), f"README exit-code table lacks {code}"
     for name, c in COMMANDS.items():

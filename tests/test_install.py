@@ -28,3 +28,26 @@ def test_pip_install_runtime_only_into_fresh_venv(tmp_path):
     assert out.returncode == 0 and "predict" in out.stdout
     code = "import deeplab_edge.runtime as r, sys; assert 'tensorflow' not in sys.modules; print(r.ModelMetadata)"
     assert subprocess.run([str(py), "-c", code]).returncode == 0
+
+
+@pytest.mark.slow
+def test_core_install_every_help_works_and_tf_commands_say_which_extra(tmp_path):
+    """The board install: every subcommand's --help exits 0; the commands that need TensorFlow print one
+    line naming `pip install 'deeplab-edge[train]'` and exit 2, never a traceback."""
+    from deeplab_edge.cli import COMMANDS
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), str(ROOT)],
+                   check=True, timeout=900)
+    exe = str(venv / "bin" / "deeplab-edge")
+    for name in COMMANDS:
+        out = subprocess.run([exe, name, "--help"], capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == 0 and "usage:" in out.stdout, (name, out.stderr)
+    for argv in (["presets"], ["train"], ["demo"], ["data"], ["eval", "m.keras"], ["export", "m.keras"],
+                 ["quant-report", "m.keras"], ["inspect", "m.keras"]):
+        out = subprocess.run([exe, *argv], capture_output=True, text=True, cwd=tmp_path)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1, (argv, out.stderr)
+        assert "pip install 'deeplab-edge[train]'" in lines[0] and "Traceback" not in out.stderr, argv
