@@ -9,12 +9,18 @@ plot functions. Measuring a Keras model is the caller's job (it passes a callabl
     report = BenchReport(rows=(row,), machine=machine_info(), settings={"threads": 2})
     report.write_json("bench.json"); write_markdown(report, "bench.md")
     violations = check_budget(report, load_budget("budget.json"))
+
+What `deeplab-edge bench` does, from Python (each row in its own worker process):
+
+    report = bench_files(["exported/manifest.json"], settings=BenchSettings(threads=2))
+    write_outputs(report, "bench")   # bench.json, bench.md, plots
 """
 
 from __future__ import annotations
 
 from deeplab_edge.runtime.timing import LatencyStats, StageStats, latency_stats, percentile, stage_stats
 
+from .bench import BENCH_DEVICES, BenchSettings, bench_files, write_outputs
 from .budget import LIMITS, Budget, Violation, check_budget, format_violations, load_budget
 from .report import to_markdown, to_terminal, write_markdown
 from .results import BenchReport, BenchRow, add_miou_drop, load_report
@@ -30,15 +36,18 @@ from .timing import (
 )
 
 __all__ = [
+    "BENCH_DEVICES",
     "LIMITS",
     "BenchReport",
     "BenchRow",
+    "BenchSettings",
     "Budget",
     "LatencyStats",
     "MemoryUse",
     "StageStats",
     "Violation",
     "add_miou_drop",
+    "bench_files",
     "check_budget",
     "format_violations",
     "isa_summary",
@@ -58,5 +67,6 @@ __all__ = [
     "to_markdown",
     "to_terminal",
     "write_markdown",
+    "write_outputs",
 ]
 # Plots live in `deeplab_edge.benchmarks.plots` (needs matplotlib): plot_latency_vs_miou, plot_latency_bars.

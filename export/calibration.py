@@ -77,7 +77,7 @@ def calibration_from_dataset(dataset, size: tuple[int, int], count: int, *, seed
                         f"training images. Pass --calibration-images {available} or fewer, or add images.")
     idx = np.random.default_rng(seed).choice(available, size=count, replace=False)
     samples = [dataset.train[i] for i in sorted(idx)]
-    images, _ = load_arrays(samples, size, dataset.num_classes)
+    images, _ = load_arrays(samples, size, dataset.num_classes, progress=True, desc="calibration images")
     return Calibration(normalize_np(images, mean, std), f"{count} training images of {dataset.root}")
 
 
@@ -108,8 +108,10 @@ def calibration_from_folder(folder, size: tuple[int, int], count: int | None, *,
                  f"(default {DEFAULT_CALIBRATION_COUNT})")
     idx = sorted(np.random.default_rng(seed).choice(len(paths), size=wanted, replace=False))
     h, w = size
+    from deeplab_edge.progress import track
+
     images = np.stack([np.asarray(Image.fromarray(load_image(paths[i])).resize((w, h), Image.BILINEAR))
-                       for i in idx])
+                       for i in track(idx, "calibration images")])
     return Calibration(normalize_np(images, mean, std), f"{wanted} unlabeled images of {folder}")
 
 
@@ -139,5 +141,5 @@ def calibration_and_verification(ds, size, formats, calibration_count: int | Non
     held_out = ds.val[:verify_count]
     if not held_out:
         raise UserError(f"{ds.root} has no validation images to verify exported files on; add a val split.")
-    vx, vy = load_arrays(held_out, size, ds.num_classes)
+    vx, vy = load_arrays(held_out, size, ds.num_classes, progress=True, desc="verification images")
     return calibration, normalize_np(vx, mean, std), vy

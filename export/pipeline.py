@@ -17,7 +17,7 @@ from deeplab_edge.fileio import sha256, write_bytes_atomic
 from deeplab_edge.model.data import denormalize_np
 from deeplab_edge.runtime.metadata import ModelMetadata
 
-from .calibration import Calibration
+from .calibration import Calibration, calibration_and_verification
 from .formats import FORMATS, ExportFormat, check_options, resolve_formats
 from .keep_float import DEFAULT_MAX_KEEP_FLOAT, Fallback, match_layers, p50_ms, search
 from .spec import ModelSpec, model_spec
@@ -51,6 +51,7 @@ class ExportReport:
     files: tuple[ExportedFile, ...]
     manifest: Path
     model: dict = field(default_factory=dict)
+    verify_images: int = 0  # held-out images every file was verified on
 
     @property
     def passed(self) -> bool:
@@ -62,6 +63,21 @@ class ExportReport:
         for f in self.files:
             lines.append(f"{f.format:<15} {f.size_bytes / 1e6:>7.2f}MB {f.seconds:>7.1f}s  "
                          f"{f.verification.figure:<54} {'PASS' if f.verification.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """The table, the layers kept in float per file, Keras's mIoU and where the manifest is."""
+        lines = [self.table()]
+        for f in self.files:
+            fb = f.fallback
+            if fb is None:
+                continue
+            budget = f" (auto, budget {fb.budget:g} pt: {'met' if fb.met else 'NOT met'})" if fb.budget is not None else ""
+            lines.append(f"{f.format}: {len(fb.kept)} layer(s) kept in float{budget}; p50 {fb.kept_p50_ms:.2f} ms vs "
+                         f"{fb.int8_p50_ms:.2f} ms all-int8")
+            lines += [f"  {layer}" for layer in fb.kept]
+        lines.append(f"\nKeras mIoU on the same {self.verify_images} images: {100 * self.model['keras_miou']:.1f}%; "
+                     f"manifest: {self.manifest}")
         return "\n".join(lines)
 
 
@@ -308,7 +324,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
         "files": [r.to_dict() for r in results],
     }
     write_bytes_atomic(manifest_path, json.dumps(manifest, indent=2).encode())
-    return ExportReport(out_dir, tuple(results), manifest_path, model_info)
+    return ExportReport(out_dir, tuple(results), manifest_path, model_info, len(ref.images))
 
 
 def _onnx_int8_writer(fp32: Path, meta: ModelMetadata, calibration: Calibration, options: dict):
@@ -414,6 +430,67 @@ def load_for_export(checkpoint: str | Path, data: str | Path | None, name: str |
                         "dataset it was trained on.")
     stem = Path(checkpoint).resolve().stem if Path(checkpoint).is_dir() else Path(checkpoint).stem
     return model, info, ds, name or (info.preset if info and info.preset else (stem if info is None else "model"))
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path = "exported", *, formats: list[str] | None = None,
+                      data: str | Path | None = None, name: str | None = None, head: str = "logits",
+                      pixel_input: bool = True, logits_at: str = "input", input_size: tuple[int, int] | None = None,
+                      eval_images: int = 100, thresholds: Thresholds | None = None, num_threads: int | None = None,
+                      class_names: str | list[str] | None = None, input_scale: str | None = None,
+                      mean: tuple[float, float, float] | None = None, std: tuple[float, float, float] | None = None,
+                      load=None, calibration_data: str | Path | None = None, force: bool = False,
+                      progress=print, note=None, **format_options) -> ExportReport:
+    """`deeplab-edge export` from Python: load `checkpoint` (ours, or any Keras 2/3 .keras/.h5 file or
+    SavedModel folder), export each of `formats` (default: all but tflite_int16x8) to `out_dir`, verify each
+    file against Keras on `eval_images` held-out images of `data` (default: the dataset it was trained on,
+    else the built-in demo set), and write manifest.json. Returns the `ExportReport` (`.passed`, `.table()`).
+
+    `format_options` are the per-format keys of `formats.OPTION_HELP` (calibration_count, io_type, opset,
+    per_channel, activation_type, reduce_range, calibration_method, keep_float, auto_keep_float,
+    max_keep_float); one that no chosen format accepts is refused before any work. `class_names`,
+    `input_scale`, `mean`, `std`: how a model not trained by deeplab-edge was trained. `load`: a
+    `model.foreign.LoadOptions`. Steps go to `progress` and notes (what was assumed or should be known)
+    to `note`, callables taking one line; `note` defaults to `progress`."""
+    note = progress if note is None else note
+    check_options(resolve_formats(formats), format_options)  # before any heavy work
+    if input_size is not None and min(input_size) <= 0:
+        raise UserError(f"input_size (--input-size) must be positive; received {tuple(input_size)}.")
+    if eval_images <= 0:
+        raise UserError(f"eval_images (--eval-images) must be positive; received {eval_images}.")
+    if load is None:
+        from deeplab_edge.model.foreign import LoadOptions
+
+        load = LoadOptions(input_size=tuple(input_size) if input_size else None)
+    model, info, ds, name = load_for_export(checkpoint, data, name, load)
+    chosen = formats_for(info, formats)
+    if input_size and info is not None:
+        from deeplab_edge.model.deeplab import check_input_size
+
+        check_input_size(info.config.replace(input_size=tuple(input_size)))
+    elif input_size and None not in model.input_shape[1:3] and tuple(input_size) != tuple(model.input_shape[1:3]):
+        raise UserError(f"{checkpoint} was built for {model.input_shape[1]}x{model.input_shape[2]} inputs and "
+                        "has no deeplab-edge model info to rebuild it from; drop input_size (--input-size).")
+    out_dir = Path(out_dir)
+    check_free(out_dir, name, chosen, force)
+    spec = model_spec(model, info, ds, checkpoint=checkpoint, class_names=class_names, mean=mean, std=std,
+                      input_scale=input_scale)
+    for line in spec.notes:
+        note(f"note: {line}")
+    if any(f.name == "tflite_int8" for f in chosen) and format_options.get("io_type") in ("int8", "uint8"):
+        note(f"note: tflite_int8 takes {format_options['io_type']} input: MediaPipe Tasks' ImageSegmenter "
+                 "accepts only float32/uint8 inputs and float outputs; for a MediaPipe app leave io_type at float32")
+    size = tuple(input_size) if input_size else tuple(model.input_shape[1:3])
+    if None in size:
+        raise UserError(f"{checkpoint} takes inputs of any size {model.input_shape}; pass input_size "
+                        "(--input-size H W).")
+    calibration, vx, vy = calibration_and_verification(
+        ds, size, chosen, format_options.get("calibration_count"), eval_images, spec.mean, spec.std,
+        progress=progress, calibration_data=calibration_data)
+    return export_all(model, info, out_dir, name=name, formats=[f.name for f in chosen], options=format_options,
+                      calibration=calibration, verify_images=vx, verify_masks=vy, thresholds=thresholds,
+                      force=force, head=head, input_size=tuple(input_size) if input_size else None,
+                      num_threads=num_threads, progress=progress, checkpoint=checkpoint, spec=spec,
+                      pixel_input=pixel_input, logits_at=logits_at)
 
 
 def quant_report(model, info, fmt_name: str, calibration: Calibration, spec: ModelSpec, *,

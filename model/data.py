@@ -155,8 +155,9 @@ def read_mask(path: Path) -> np.ndarray:
         raise UserError(f"Cannot read mask {path}: {e}. Replace or remove the file.") from None
 
 
-def load_arrays(samples, size: tuple[int, int], num_classes: int, *, progress: bool = False):
-    """Decode, check and resize pairs to `size` (image bilinear, mask nearest) -> uint8 arrays."""
+def load_arrays(samples, size: tuple[int, int], num_classes: int, *, progress: bool = False, desc: str = "loading"):
+    """Decode, check and resize pairs to `size` (image bilinear, mask nearest) -> uint8 arrays; `progress`:
+    a counter bar named `desc` (on a terminal, not with -q)."""
     h, w = size
     images = np.zeros((len(samples), h, w, 3), np.uint8)
     masks = np.zeros((len(samples), h, w), np.uint8)
@@ -164,7 +165,7 @@ def load_arrays(samples, size: tuple[int, int], num_classes: int, *, progress: b
     if progress:
         from deeplab_edge.progress import track
 
-        it = track(samples, "loading")
+        it = track(samples, desc)
     for i, s in enumerate(it):
         img, mask = load_pair(s, num_classes)
         images[i] = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))

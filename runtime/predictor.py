@@ -239,8 +239,8 @@ class Predictor:
                             "export it with `--head logits` for scores.")
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = [images]
-        if output != "labels":
-            return self._scores(images, probabilities=output == "probabilities")
+        post = self.labels_for if output == "labels" else (
+            lambda raw, sizes: self._scores_for(raw, sizes, probabilities=output == "probabilities"))
         out: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
@@ -249,28 +249,21 @@ class Predictor:
             t1 = time.perf_counter_ns()
             raw = self.backend.run(x)
             t2 = time.perf_counter_ns()
-            out += self.labels_for(raw, sizes)
+            out += post(raw, sizes)
             t3 = time.perf_counter_ns()
             self.timings.append(StageTiming(len(chunk), t1 - t0, t2 - t1, t3 - t2))
         return out
 
-    def _scores(self, images: Sequence[np.ndarray], *, probabilities: bool) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
-            t0 = time.perf_counter_ns()
-            x, sizes = self.prepare(chunk)
-            t1 = time.perf_counter_ns()
-            raw = self.backend.run(x)
-            t2 = time.perf_counter_ns()
-            scores = self.from_model_output(raw)  # float32 NHWC at the output's resolution
-            if probabilities and self.meta.output == "logits":
-                scores = _sigmoid(scores) if scores.shape[-1] == 1 else _softmax(scores)
-            up = upsample_like_mediapipe if self.resample == "mediapipe" else (
-                lambda s, size: resize_bilinear(s[None], size)[0])
-            out += [up(scores[i], size).astype(np.float32, copy=False) for i, size in enumerate(sizes)]
-            self.timings.append(StageTiming(len(chunk), t1 - t0, t2 - t1, time.perf_counter_ns() - t2))
-        return out
+    def _scores_for(self, raw: np.ndarray, sizes: Sequence[tuple[int, int]], *, probabilities: bool) -> list[np.ndarray]:
+        """(H, W, C) float32 scores per image from a raw output, upsampled bilinearly to each image's size."""
+        scores = self.from_model_output(raw)  # float32 NHWC at the output's resolution
+        if probabilities and self.meta.output == "logits":
+            scores = _sigmoid(scores) if scores.shape[-1] == 1 else _softmax(scores)
+        if self.resample == "mediapipe":
+            return [upsample_like_mediapipe(scores[i], size).astype(np.float32, copy=False)
+                    for i, size in enumerate(sizes)]
+        return [resize_bilinear(scores[i][None], size)[0].astype(np.float32, copy=False)
+                for i, size in enumerate(sizes)]
 
     def _labels_like_mediapipe(self, raw: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         """Scores upsampled to each image with aligned corners, then argmax / threshold (MediaPipe's order)."""

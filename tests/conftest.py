@@ -49,20 +49,19 @@ def trained_tiny(tmp_path_factory, synthetic, synthetic_folder):
 
 @pytest.fixture(scope="session")
 def exported(trained_tiny, synthetic_folder, tmp_path_factory):
-    """All six formats of the trained tiny model: (ExportReport, model, info, verify_x, verify_y)."""
+    """All six formats of the trained tiny model, written by the Python export entry point
+    (`export_checkpoint`, what `deeplab-edge export` calls): (ExportReport, model, info, verify_x, verify_y)."""
+    from deeplab_edge.export import export_checkpoint
     from deeplab_edge.export.calibration import calibration_and_verification
-    from deeplab_edge.export.formats import resolve_formats
-    from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.model.checkpoint import load_checkpoint
     from deeplab_edge.model.data import scan_folder
 
     run_dir, _ = trained_tiny
-    model, info = load_checkpoint(run_dir / "best.keras")
-    ds = scan_folder(synthetic_folder)
-    calib, vx, vy = calibration_and_verification(ds, (64, 64), resolve_formats(None), 32, 16)
     out = tmp_path_factory.mktemp("exported")
-    report = export_all(model, info, out, name="tiny", calibration=calib, verify_images=vx, verify_masks=vy,
-                        progress=lambda m: None, checkpoint=run_dir / "best.keras")
+    report = export_checkpoint(run_dir / "best.keras", out, name="tiny", data=synthetic_folder, eval_images=16,
+                               calibration_count=32, progress=lambda m: None)
+    model, info = load_checkpoint(run_dir / "best.keras")
+    _, vx, vy = calibration_and_verification(scan_folder(synthetic_folder), (64, 64), [], None, 16)
     return report, model, info, vx, vy
 
 

@@ -231,3 +231,34 @@ def test_stable_api_names():
         assert name in runtime.__all__ and hasattr(runtime, name)
     for cls in (errors.ModelFileError, errors.ImageError, errors.MissingPackage):
         assert issubclass(cls, errors.UserError)
+    import deeplab_edge.benchmarks as benchmarks
+    import deeplab_edge.export as export
+
+    for name in ("export_checkpoint", "ExportReport", "Thresholds", "FORMATS"):
+        assert name in export.__all__ and getattr(export, name) is not None
+    for name in ("bench_files", "write_outputs", "BenchSettings", "check_budget"):
+        assert name in benchmarks.__all__ and hasattr(benchmarks, name)
+
+
+def test_python_bench_entry_point(exported, synthetic_folder, tmp_path):
+    """`bench_files` + `write_outputs` (what `deeplab-edge bench` calls), on the file `export_checkpoint`
+    wrote (the `exported` fixture), and an export option that no chosen format takes refused before work."""
+    from deeplab_edge.benchmarks import BenchSettings, bench_files, write_outputs
+    from deeplab_edge.errors import UserError
+    from deeplab_edge.export import export_checkpoint
+
+    report = exported[0]
+    assert report.passed and "Keras mIoU on the same 16 images" in report.summary()
+    int8 = next(str(f.path) for f in report.files if f.format == "tflite_int8")
+    settings = BenchSettings(threads=1, warmup=1, min_runs=3, min_time_s=0.02, device="cpu")
+    bench = bench_files([int8], data=synthetic_folder, eval_images=4, settings=settings, progress=lambda m: None)
+    (row,) = bench.rows
+    assert row.name == "tflite_int8" and row.status == "ok" and row.latency.runs >= 3 and 0 <= row.miou <= 1
+    written = write_outputs(bench, tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "bench.json").read_text())["rows"][0]["name"] == "tflite_int8"
+    assert tmp_path / "b" / "bench.md" in written
+    with pytest.raises(UserError, match="io_type"):
+        export_checkpoint("nothing.keras", tmp_path / "x", formats=["onnx_fp32"], io_type="uint8")
+    with pytest.raises(UserError, match="Unknown export option 'io_typ'"):
+        export_checkpoint("nothing.keras", tmp_path / "x", io_typ="uint8")
+    assert not (tmp_path / "x").exists()

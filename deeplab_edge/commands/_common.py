@@ -62,6 +62,24 @@ def emit_json(target: str | None, obj) -> bool:
     return False
 
 
+def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    """The model to export or report on (export, quant-report)."""
+    p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras), or any segmentation model "
+                   "(N-class scores or one foreground channel): a tf-keras or Keras 3 .keras/.h5 file (keras-hub "
+                   "included) or a TensorFlow SavedModel folder")
+
+
+def add_calibration_args(g) -> None:
+    """int8 calibration data and method (export, quant-report)."""
+    cal = g.add_argument("--calibration-images", dest="calibration_count", type=int, metavar="N",
+                         help="int8: real training images to calibrate on (default 200, or all when fewer)")
+    renamed(g, "--calibration-count", cal)
+    g.add_argument("--calibration-data", metavar="DIR",
+                   help="calibrate int8 on this folder of images, no masks needed (default: the training images)")
+    g.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
+                   help="onnx_int8 calibrator (default minmax; the TFLite converter calibrates min/max only)")
+
+
 def add_config_args(p: argparse.ArgumentParser, *, default_preset: str = "edge") -> None:
     g = p.add_argument_group("model (a preset plus overrides; unset flags keep the preset's value)")
     g.add_argument("--preset", default=default_preset, help=f"preset name (default {default_preset}); "

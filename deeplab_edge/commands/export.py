@@ -5,22 +5,21 @@ from __future__ import annotations
 import argparse
 
 from ._common import (
+    add_calibration_args,
+    add_checkpoint_arg,
     add_data_arg,
     add_load_args,
     add_out_arg,
     add_spec_args,
     load_options,
     renamed,
-    spec_from_args,
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from deeplab_edge.export.formats import FORMATS
 
-    p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras), or any segmentation model "
-                   "(N-class scores or one foreground channel): a tf-keras or Keras 3 .keras/.h5 file (keras-hub "
-                   "included) or a TensorFlow SavedModel folder")
+    add_checkpoint_arg(p)
     add_out_arg(p, "exported", "output folder")
     p.add_argument("--formats", nargs="+", default=None, metavar="FMT",
                    help=f"formats to write: {', '.join(FORMATS)}; default: all but tflite_int16x8; 'all': every one")
@@ -29,13 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_spec_args(p)
     add_load_args(p)
     o = p.add_argument_group("format options (refused when no chosen format accepts them)")
-    cal = o.add_argument("--calibration-images", dest="calibration_count", type=int, metavar="N",
-                         help="int8: real training images to calibrate on (default 200, or all when fewer)")
-    renamed(o, "--calibration-count", cal)
-    o.add_argument("--calibration-data", metavar="DIR",
-                   help="calibrate int8 on this folder of images, no masks needed (default: the training images)")
-    o.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
-                   help="onnx_int8 calibrator (default minmax; the TFLite converter calibrates min/max only)")
+    add_calibration_args(o)
     o.add_argument("--io-type", choices=("int8", "uint8", "float32"), help="tflite_int8 input/output type (default float32, "
                    "quantised inside the file: what MediaPipe Tasks accepts; int8/uint8 for integer-only pipelines)")
     o.add_argument("--opset", type=int, help="ONNX opset (default 17)")
@@ -85,7 +78,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplab_edge.errors import UserError
     from deeplab_edge.export.formats import check_options, resolve_formats
     from deeplab_edge.progress import steps
 
@@ -93,59 +85,21 @@ def run(args: argparse.Namespace) -> int:
                "per_channel": args.per_channel, "activation_type": args.activation_type, "reduce_range": args.reduce_range,
                "calibration_method": args.calibration_method, "keep_float": args.keep_float,
                "auto_keep_float": args.auto_keep_float, "max_keep_float": args.max_keep_float}
-    chosen = resolve_formats(args.formats)
-    check_options(chosen, options)  # before any heavy import or work
+    check_options(resolve_formats(args.formats), options)  # before TensorFlow is imported
 
-    from deeplab_edge.export.calibration import calibration_and_verification
-    from deeplab_edge.export.pipeline import check_free, export_all, formats_for, load_for_export
+    from deeplab_edge.export.pipeline import export_checkpoint
     from deeplab_edge.export.verify import Thresholds
 
-    if args.input_size and min(args.input_size) <= 0:
-        raise UserError(f"--input-size must be positive; received {args.input_size}.")
-    if args.verify_images <= 0:
-        raise UserError(f"--eval-images must be positive; received {args.verify_images}.")
-    model, info, ds, name = load_for_export(args.checkpoint, args.data, args.name, load_options(args))
-    chosen = formats_for(info, args.formats)
-    if args.input_size and info is not None:
-        from deeplab_edge.model.deeplab import check_input_size
-
-        check_input_size(info.config.replace(input_size=tuple(args.input_size)))
-    elif args.input_size and None not in model.input_shape[1:3] and tuple(args.input_size) != tuple(model.input_shape[1:3]):
-        raise UserError(f"{args.checkpoint} was built for {model.input_shape[1]}x{model.input_shape[2]} inputs and "
-                        "has no deeplab-edge model info to rebuild it from; drop --input-size.")
-    check_free(args.out, name, chosen, args.force)
-    spec = spec_from_args(model, info, ds, args)
-    for note in spec.notes:
-        print(f"[export] note: {note}", flush=True)
-    if any(f.name == "tflite_int8" for f in chosen) and args.io_type in ("int8", "uint8"):
-        print(f"[export] note: tflite_int8 takes {args.io_type} input: MediaPipe Tasks' ImageSegmenter "
-              "accepts only float32/uint8 inputs and float outputs; for a MediaPipe app leave --io-type at float32",
-              flush=True)
-    size = tuple(args.input_size) if args.input_size else tuple(model.input_shape[1:3])
-    if None in size:
-        raise UserError(f"{args.checkpoint} takes inputs of any size {model.input_shape}; pass --input-size H W.")
-    calibration, vx, vy = calibration_and_verification(
-        ds, size, chosen, args.calibration_count, args.verify_images, spec.mean, spec.std,
-        progress=steps('export'), calibration_data=args.calibration_data)
-    report = export_all(model, info, args.out, name=name, formats=[f.name for f in chosen], options=options,
-                        calibration=calibration, verify_images=vx, verify_masks=vy,
-                        thresholds=Thresholds(min_agreement=args.min_agreement, max_miou_drop=args.max_miou_drop),
-                        force=args.force, head=args.head, input_size=tuple(args.input_size) if args.input_size else None,
-                        num_threads=args.threads, progress=steps('export'),
-                        checkpoint=args.checkpoint, spec=spec, pixel_input=args.pixel_input,
-                        logits_at=args.logits_at)
+    report = export_checkpoint(
+        args.checkpoint, args.out, formats=args.formats, data=args.data, name=args.name, head=args.head,
+        pixel_input=args.pixel_input, logits_at=args.logits_at, input_size=args.input_size,
+        eval_images=args.verify_images,
+        thresholds=Thresholds(min_agreement=args.min_agreement, max_miou_drop=args.max_miou_drop),
+        num_threads=args.threads, class_names=args.class_names, input_scale=args.input_scale, mean=args.mean,
+        std=args.std, load=load_options(args), calibration_data=args.calibration_data, force=args.force,
+        progress=steps("export"), note=lambda line: print(f"[export] {line}", flush=True), **options)
     print()
-    print(report.table())
-    for f in report.files:
-        if f.fallback is not None:
-            fb = f.fallback
-            print(f"{f.format}: {len(fb.kept)} layer(s) kept in float"
-                  + (f" (auto, budget {fb.budget:g} pt: {'met' if fb.met else 'NOT met'})" if fb.budget is not None else "")
-                  + f"; p50 {fb.kept_p50_ms:.2f} ms vs {fb.int8_p50_ms:.2f} ms all-int8")
-            for name in fb.kept:
-                print(f"  {name}")
-    print(f"\nKeras mIoU on the same {len(vx)} images: {100 * report.model['keras_miou']:.1f}%; "
-          f"manifest: {report.manifest}")
+    print(report.summary())
     failed = [f.format for f in report.files if not f.verification.passed]
     if failed:
         print(f"verification FAILED for: {', '.join(failed)}" + (" (allowed by --allow-fail)" if args.allow_fail else ""))

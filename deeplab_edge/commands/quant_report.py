@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ._common import (
+    add_calibration_args,
+    add_checkpoint_arg,
     add_data_arg,
     add_load_args,
     add_out_arg,
@@ -18,20 +20,13 @@ INT8 = ("tflite_int8", "onnx_int8")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a .keras checkpoint (e.g. runs/edge/best.keras), or a model built elsewhere "
-                   "(tf-keras or Keras 3 file, SavedModel folder)")
+    add_checkpoint_arg(p)
     fmts = p.add_argument("--formats", nargs="+", default=list(INT8), choices=INT8, metavar="FMT",
                           help=f"the int8 files to report on: {', '.join(INT8)}")
     renamed(p, "--format", fmts)
     add_out_arg(p, "quant_report", "output folder for <format>.json, .md and .png")
     add_data_arg(p, required_hint=" or the dataset the checkpoint was trained on")
-    cal = p.add_argument("--calibration-images", dest="calibration_count", type=int, metavar="N",
-                         help="images to calibrate on (default 200, or all when fewer)")
-    renamed(p, "--calibration-count", cal)
-    p.add_argument("--calibration-data", metavar="DIR", help="calibrate on this folder of images, no masks needed "
-                   "(default: the training images)")
-    p.add_argument("--calibration-method", choices=("minmax", "percentile", "entropy"),
-                   help="onnx_int8 calibrator (default minmax)")
+    add_calibration_args(p)
     p.add_argument("--no-per-channel", dest="per_channel", action="store_false", default=True,
                    help="int8 weights with one scale per tensor (default: per channel)")
     ev = p.add_argument("--eval-images", dest="images", type=int, default=16, metavar="N",
