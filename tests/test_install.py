@@ -45,6 +45,11 @@ def test_core_install_every_help_works_and_tf_commands_say_which_extra(tmp_path)
     for name in COMMANDS:
         out = subprocess.run([exe, name, "--help"], capture_output=True, text=True, cwd=tmp_path)
         assert out.returncode == 0 and "usage:" in out.stdout, (name, out.stderr)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as z:  # a well-formed archive: the extra is what is missing
+        z.writestr("config.json", "{}")
+        z.writestr("metadata.json", "{}")
     for argv in (["presets"], ["train"], ["demo"], ["data"], ["eval", "m.keras"], ["export", "m.keras"],
                  ["quant-report", "m.keras"], ["inspect", "m.keras"]):
         out = subprocess.run([exe, *argv], capture_output=True, text=True, cwd=tmp_path)
