@@ -584,6 +584,32 @@ def _predict(python: list[str], env: dict, model: Path, photos: list[Path], out:
     return {"ok": True, "rc": 0, "wall_s": round(wall, 2)}
 
 
+def arm_labels(models: list[Path], images: np.ndarray, *, cpu: str = "cortex-a76", threads: int = 2,
+               timeout: float = 1800, cache: Path | None = None) -> dict[Path, np.ndarray]:
+    """Each model's label maps of `images` ((N, H, W, 3) uint8), computed by `deeplab-edge predict` on the
+    aarch64 runtime under qemu (the real Arm kernels of onnxruntime and XNNPACK). Builds the environment
+    on first use (apt and pip downloads; SetupError offline). CheckError if a predict fails."""
+    cache = Path(cache) if cache else cache_root()
+    out: dict[Path, np.ndarray] = {}
+    with _Lock(cache):
+        env = prepare(cache=cache, sizes=False)
+        env.select_cpu(cpu)
+        work = cache / "work" / "labels"
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "images").mkdir(parents=True)
+        photos = []
+        for i, img in enumerate(images):
+            photos.append(work / "images" / f"v{i:04d}.png")
+            Image.fromarray(img).save(photos[-1])
+        for m in models:
+            dest = work / Path(m).stem
+            r = _predict([str(env.python)], env.env(cpu), Path(m), photos, dest, threads, timeout)
+            if not r["ok"]:
+                raise CheckError(f"predict of {m} under qemu ({cpu}) failed: {r['error']}")
+            out[Path(m)] = np.stack([read_mask(dest / f"{p.stem}_mask.png") for p in photos])
+    return out
+
+
 def compare(ref_dir: Path, got_dir: Path, photos: list[Path]) -> dict:
     """Pixel agreement of got_dir's masks with ref_dir's, per photo, min and pixel-weighted."""
     per, equal, total = {}, 0, 0

@@ -36,14 +36,17 @@ FORMATS: dict[str, ExportFormat] = {
                      "TFLite with float16 weights (dequantised to float32 on CPU, native on GPU delegates)"),
         ExportFormat("tflite_dynamic", "_dynamic.tflite", "tflite", "dynamic", frozenset(),
                      "TFLite dynamic-range: int8 weights, float activations"),
-        ExportFormat("tflite_int8", "_int8.tflite", "tflite", "int8", frozenset({"io_type", "calibration_count", "per_channel", *FALLBACK}),
+        ExportFormat("tflite_int8", "_int8.tflite", "tflite", "int8", frozenset({"io_type", "calibration_count", "per_channel", "target", "verify_on_target",
+                                                                     *FALLBACK}),
                      "TFLite full-integer: every op int8, calibrated on real images; int8/uint8/float32 I/O"),
         ExportFormat("tflite_int16x8", "_int16x8.tflite", "tflite", "int16x8", frozenset({"calibration_count"}),
                      "TFLite 16x8: int16 activations, int8 weights, float32 I/O (closer to float than int8; "
                      "LiteRT runs it on reference kernels, not XNNPACK)", default=False),
         ExportFormat("onnx_fp32", "_fp32.onnx", "onnx", "fp32", frozenset({"opset"}),
                      "ONNX float32 (tf2onnx), dynamic batch"),
-        ExportFormat("onnx_int8", "_int8.onnx", "onnx", "int8", frozenset({"opset", "calibration_count", "per_channel", "activation_type", "reduce_range", "calibration_method", *FALLBACK}),
+        ExportFormat("onnx_int8", "_int8.onnx", "onnx", "int8", frozenset({"opset", "calibration_count", "per_channel", "activation_type", "reduce_range", "calibration_method",
+                                "quant_format", "symmetric_activations", "target", "verify_on_target",
+                                *FALLBACK}),
                      "ONNX int8 QDQ (onnxruntime static quantisation, per-channel int8 weights, uint8 or int8 "
                      "activations)"),
     )
@@ -55,7 +58,13 @@ OPTION_HELP = {
     "opset": "ONNX opset",
     "per_channel": "int8 per-channel weight scales (off: one scale per tensor, what some accelerators need; "
                    "the 16x8 converter needs per-channel depthwise weights)",
-    "reduce_range": "onnx_int8 7-bit weights",
+    "reduce_range": "onnx_int8 7-bit weights (default: as --target says; on for x86-avx2 only)",
+    "quant_format": "onnx_int8 graph form: qdq or qoperator",
+    "symmetric_activations": "onnx_int8 symmetric activation ranges (zero point at the middle)",
+    "verify_on_target": "int8 files: verify again with the target's own kernels (arm64: the aarch64 runtime "
+                        "under qemu)",
+    "target": "int8 files: the CPU they will run on (arm64, x86-vnni, x86-avx2, auto): sets the onnx_int8 "
+              "defaults and says whether verification ran on the target's kernels",
     "activation_type": "onnx_int8 activation type: uint8 (U8S8, fastest on x86) or int8",
     "calibration_method": "onnx_int8 calibration: minmax, percentile or entropy (onnxruntime's calibrators; "
                           "the TFLite converter calibrates min/max only)",
@@ -100,6 +109,12 @@ def check_options(formats: list[ExportFormat], options: dict) -> None:
         raise UserError(f"io_type must be int8, uint8 or float32; received {options['io_type']!r}.")
     if options.get("activation_type") not in (None, "uint8", "int8"):
         raise UserError(f"activation_type must be uint8 or int8; received {options['activation_type']!r}.")
+    if options.get("quant_format") not in (None, "qdq", "qoperator"):
+        raise UserError(f"quant_format must be qdq or qoperator; received {options['quant_format']!r}.")
+    if options.get("target") is not None:
+        from .targets import choose_target
+
+        choose_target(options["target"])  # an unknown name is refused here, with the valid ones
     if options.get("calibration_method") not in (None, *CALIBRATION_METHODS):
         raise UserError(f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}; received "
                         f"{options['calibration_method']!r}.")

@@ -80,20 +80,23 @@ def onnx_layers(path: Path) -> list[tuple[str, str]]:
 
 
 def export_onnx_int8(fp32_path: Path, out: Path, *, metadata: ModelMetadata, calibration: Calibration,
-                     per_channel: bool = True, activation_type: str = "uint8", reduce_range: bool = True,
-                     method: str = "minmax", nodes_to_exclude: tuple[str, ...] = ()) -> Path:
-    """Static QDQ quantisation (int8 per-channel weights) after onnxruntime's pre-processing step.
+                     per_channel: bool = True, activation_type: str = "uint8", reduce_range: bool = False,
+                     method: str = "minmax", nodes_to_exclude: tuple[str, ...] = (), quant_format: str = "qdq",
+                     symmetric_activations: bool = False) -> Path:
+    """Static quantisation (int8 per-channel weights) after onnxruntime's pre-processing step.
 
     `method`: onnxruntime's calibrator, minmax (default), percentile (99.999th by default) or entropy.
+    `quant_format`: "qdq" (QuantizeLinear/DequantizeLinear around float ops, fused by onnxruntime) or
+    "qoperator" (QLinearConv and friends). `reduce_range`: 7-bit weights, which `export.targets` sets for
+    x86 CPUs without VNNI.
 
     Activations default to uint8 (U8S8), the combination onnxruntime's x86 kernels run fastest: with
     int8 activations the depthwise convs stayed float and the file ran slower than float32 here
     (4.19 vs 3.75 ms p50; U8S8: 2.68 ms; edge preset, 2 threads, AVX-512 VNNI CPU).
 
-    Weights default to 7 bits (`reduce_range`): onnxruntime's U8S8 kernels on x86 CPUs without VNNI
-    (AVX2 only) add products pairwise in int16 and saturate with full 8-bit weights. Measured on the
-    tiny test model, AMD EPYC AVX2-only: agreement with Keras 96.04% (mIoU -3.1 pt) with 8-bit
-    weights, 98.89% (-0.4 pt) with 7-bit.
+    7-bit weights matter on x86 without VNNI (AVX2 only), where onnxruntime's U8S8 kernels add products
+    pairwise in int16 and saturate with full 8-bit weights. Measured on the tiny test model, AMD EPYC
+    AVX2-only: agreement with Keras 96.04% (mIoU -3.1 pt) with 8-bit weights, 98.89% (-0.4 pt) with 7-bit.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -106,12 +109,14 @@ def export_onnx_int8(fp32_path: Path, out: Path, *, metadata: ModelMetadata, cal
             with _quiet_quantizer():
                 quantize_static(
                     str(pre), str(q), calibration.ort_reader(input_name),
-                    quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    quant_format=QuantFormat.QOperator if quant_format == "qoperator" else QuantFormat.QDQ,
+                    per_channel=per_channel,
                     activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
                     weight_type=QuantType.QInt8, reduce_range=reduce_range,
                     calibrate_method={"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                                       "entropy": CalibrationMethod.Entropy}[method],
                     nodes_to_exclude=list(nodes_to_exclude) or None,
+                    extra_options={"ActivationSymmetric": bool(symmetric_activations)},
                 )
         except Exception as e:
             raise UserError(f"ONNX int8 quantisation failed: {str(e).splitlines()[0][:500]}") from None

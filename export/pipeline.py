@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,8 +19,17 @@ from deeplab_edge.runtime.metadata import ModelMetadata
 
 from .calibration import Calibration, calibration_and_verification
 from .formats import FORMATS, ExportFormat, check_options, resolve_formats
-from .keep_float import DEFAULT_MAX_KEEP_FLOAT, Fallback, match_layers, p50_ms, search
+from .keep_float import (
+    DEFAULT_MAX_KEEP_FLOAT,
+    Fallback,
+    SettingTrial,
+    match_layers,
+    p50_ms,
+    search,
+    search_settings,
+)
 from .spec import ModelSpec, model_spec
+from .targets import ChosenTarget, choose_target, onnx_int8_settings, same_kernels, setting_candidates
 from .verify import Thresholds, Verification, keras_reference, verify_file
 
 
@@ -34,6 +43,13 @@ class ExportedFile:
     verification: Verification
     ops: dict
     fallback: Fallback | None = None  # layers kept in float (--keep-float, --auto-keep-float)
+    quantization: dict | None = None  # int8 files: target, settings, and whose kernels verified the file
+
+    @property
+    def passed(self) -> bool:
+        """Verified, and on the target's kernels too where that ran (--verify-on-target)."""
+        on_target = (self.quantization or {}).get("target_verification")
+        return self.verification.passed and (on_target is None or bool(on_target["passed"]))
 
     def to_dict(self) -> dict:
         fmt = FORMATS[self.format]
@@ -42,6 +58,8 @@ class ExportedFile:
                "verification": self.verification.to_dict(), "ops": self.ops}
         if self.fallback is not None:
             out["keep_float"] = self.fallback.to_dict()
+        if self.quantization is not None:
+            out["quantization"] = dict(self.quantization)
         return out
 
 
@@ -55,7 +73,7 @@ class ExportReport:
 
     @property
     def passed(self) -> bool:
-        return all(f.verification.passed for f in self.files)
+        return all(f.passed for f in self.files)
 
     def table(self) -> str:
         head = f"{'format':<15} {'size':>9} {'convert':>8}  {'verification':<54} result"
@@ -69,9 +87,21 @@ class ExportReport:
         """The table, the layers kept in float per file, Keras's mIoU and where the manifest is."""
         lines = [self.table()]
         for f in self.files:
+            q = f.quantization
+            if q is not None:
+                where = "the target's" if q["on_target_kernels"] else "NOT the target's"
+                lines.append(f"{f.format}: made for {q['target']} ({q['target_chosen']}); verified with "
+                             f"{q['verified_with']}: {where}")
+                tv = q.get("target_verification")
+                if tv:
+                    lines.append(f"  on the target's kernels ({tv['kernels']}): {tv['figure']} "
+                                 f"{'PASS' if tv['passed'] else 'FAIL'}")
             fb = f.fallback
             if fb is None:
                 continue
+            for t in fb.settings_tried:
+                lines.append(f"  tried {t.change}: mIoU drop {t.miou_drop:.2f} pt, p50 {t.p50_ms:.2f} ms"
+                             + (" (within budget)" if t.met else ""))
             budget = f" (auto, budget {fb.budget:g} pt: {'met' if fb.met else 'NOT met'})" if fb.budget is not None else ""
             lines.append(f"{f.format}: {len(fb.kept)} layer(s) kept in float{budget}; p50 {fb.kept_p50_ms:.2f} ms vs "
                          f"{fb.int8_p50_ms:.2f} ms all-int8")
@@ -213,6 +243,9 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
             raise UserError("This checkpoint was fine-tuned with per-tensor weights (--qat-per-tensor); drop "
                             "--per-channel.")
         options["per_channel"] = False
+    target = choose_target(options.get("target")) if any(f.precision == "int8" for f in chosen) else None
+    if target is not None and target.note:
+        progress(f"note: {target.note}")
     out_dir = Path(out_dir)
     paths = planned_paths(out_dir, name, chosen)
     manifest_path = out_dir / "manifest.json"
@@ -266,7 +299,11 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                         pixel_calibration = Calibration(denormalize_np(calibration.images, spec.mean, spec.std),
                                                         calibration.source)
                     file_calibration = pixel_calibration
-            fallback = None
+            fallback, settings = None, None
+            if fmt.precision == "int8":
+                settings = (onnx_int8_settings(options, target) if fmt.backend == "onnx"
+                            else {"per_channel": options.get("per_channel") is not False})
+                meta = replace(meta, quantization=_quant_record(target, settings))
             wants_fallback = fmt.precision == "int8" and (options.get("keep_float") or options.get("auto_keep_float"))
             if fmt.backend == "tflite" and wants_fallback:
                 fallback = _tflite_fallback(file_graph, file_calibration, path, meta, how, options, ref, thresholds,
@@ -281,19 +318,38 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                 if onnx_fp32 is None:
                     onnx_fp32 = export_onnx(file_graph, Path(tmpdir) / "fp32.onnx", metadata=meta,
                                             opset=options.get("opset") or 17)
-                onnx_int8 = _onnx_int8_writer(onnx_fp32, meta, file_calibration, options)
+                tried: tuple[SettingTrial, ...] = ()
+                if options.get("auto_keep_float"):
+                    settings, tried = _search_onnx_settings(onnx_fp32, meta, file_calibration, settings, options,
+                                                            target, ref, thresholds, Path(tmpdir), progress,
+                                                            num_threads)
+                    meta = replace(meta, quantization=_quant_record(target, settings))
+                onnx_int8 = _onnx_int8_writer(onnx_fp32, meta, file_calibration, settings)
                 if wants_fallback:
                     fallback = _onnx_fallback(onnx_fp32, onnx_int8, file_calibration, path, options, ref, thresholds,
                                               Path(tmpdir), progress, num_threads)
+                    fallback = replace(fallback, settings_tried=tried, settings=dict(settings))
                 else:
                     onnx_int8(path)
             seconds = time.perf_counter() - t0
             progress(f"verifying {fmt.name} on {len(ref.images)} images")
             ver = verify_file(path, ref, fmt.precision, thresholds, num_threads=num_threads)
             ops = op_histogram(path) if fmt.backend == "tflite" else onnx_op_histogram(path)
-            results.append(ExportedFile(fmt.name, path, path.stat().st_size, sha256(path), seconds, ver, ops, fallback))
-    from dataclasses import replace
+            quant = None
+            if settings is not None:
+                on_target, words = same_kernels(target.target)
+                if not on_target:
+                    progress(f"note: {fmt.name} is made for {target.target.name}; its verification ran on {words}, "
+                             "not the target's" + (" (`make aarch64-check MODELS=DIR` runs it with the Arm "
+                                                   "kernels under qemu)" if target.target.name == "arm64" else ""))
+                backend = "onnxruntime" if fmt.backend == "onnx" else "LiteRT XNNPACK"
+                quant = {**meta.quantization, "verified_with": words.replace("onnxruntime", backend, 1),
+                         "on_target_kernels": on_target}
+            results.append(ExportedFile(fmt.name, path, path.stat().st_size, sha256(path), seconds, ver, ops, fallback,
+                                        quant))
 
+    if options.get("verify_on_target") and target is not None:
+        results = _verify_on_target(results, target, ref, thresholds, progress)
     from deeplab_edge.model.foreign import source_of
 
     source = source_of(model)
@@ -327,18 +383,76 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     return ExportReport(out_dir, tuple(results), manifest_path, model_info, len(ref.images))
 
 
-def _onnx_int8_writer(fp32: Path, meta: ModelMetadata, calibration: Calibration, options: dict):
-    """`write(out, kept=())`: the onnx_int8 file of `fp32` with the export options, `kept` nodes left float."""
+def _verify_on_target(results: list[ExportedFile], target: ChosenTarget, ref, thresholds: Thresholds,
+                      progress) -> list[ExportedFile]:
+    """The int8 files verified again with the target's own kernels where this machine can run them: arm64
+    under qemu (the aarch64 runtime: onnxruntime's and XNNPACK's Arm kernels). Recorded beside the host's
+    verification as `quantization.target_verification`; a failure there fails the file."""
+    todo = [r for r in results if r.quantization is not None and not r.quantization["on_target_kernels"]]
+    if not todo:
+        return results
+    if target.target.name != "arm64":
+        progress(f"note: --verify-on-target: this machine cannot run the {target.target.name} kernels (only "
+                 "arm64, under qemu); the files were verified with this machine's")
+        return results
+    from deeplab_edge.benchmarks.aarch64_check import CheckError, SetupError, arm_labels
+    from deeplab_edge.model.data import denormalize_np
+
+    from .verify import verify_outputs
+
+    cpu = "cortex-a76"
+    progress(f"verifying {', '.join(r.format for r in todo)} with the Arm kernels: the aarch64 runtime under qemu "
+             f"({cpu}; the first run builds it, minutes)")
+    try:
+        labels = arm_labels([r.path for r in todo], denormalize_np(ref.images, ref.spec.mean, ref.spec.std), cpu=cpu)
+    except (SetupError, CheckError) as e:
+        raise UserError(f"--verify-on-target could not run the aarch64 runtime: {e}") from None
+    out = []
+    for r in results:
+        if r in todo:
+            ver = verify_outputs(None, labels[r.path], ref, "int8", thresholds)
+            progress(f"{r.format} on Arm kernels (qemu {cpu}): {ver.figure} -> {'PASS' if ver.passed else 'FAIL'}")
+            r = replace(r, quantization={**r.quantization, "target_verification": {
+                **ver.to_dict(), "kernels": f"aarch64 runtime under qemu ({cpu}): the Arm kernels"}})
+        out.append(r)
+    return out
+
+
+def _quant_record(target: ChosenTarget, settings: dict) -> dict:
+    """What an int8 file records of its making (metadata and manifest)."""
+    return {"target": target.target.name, "target_chosen": target.how, **settings}
+
+
+def _onnx_int8_writer(fp32: Path, meta: ModelMetadata, calibration: Calibration, settings: dict):
+    """`write(out, kept=())`: the onnx_int8 file of `fp32` with `settings` (`targets.onnx_int8_settings`),
+    `kept` nodes left float."""
     from .onnx import export_onnx_int8
 
     def write(out: Path, kept: tuple[str, ...] = ()) -> Path:
         return export_onnx_int8(
-            fp32, out, metadata=meta, calibration=calibration, per_channel=options.get("per_channel") is not False,
-            method=options.get("calibration_method") or "minmax", nodes_to_exclude=kept,
-            activation_type=options.get("activation_type") or "uint8",
-            reduce_range=options.get("reduce_range") is not False)
+            fp32, out, metadata=meta, calibration=calibration, per_channel=settings["per_channel"],
+            method=settings["calibration_method"], nodes_to_exclude=kept, activation_type=settings["activation_type"],
+            reduce_range=settings["reduce_range"], quant_format=settings["quant_format"],
+            symmetric_activations=settings["symmetric_activations"])
 
     return write
+
+
+def _search_onnx_settings(fp32: Path, meta: ModelMetadata, calibration: Calibration, settings: dict, options: dict,
+                          target: ChosenTarget, ref, thresholds: Thresholds, tmp: Path, progress,
+                          num_threads) -> tuple[dict, tuple[SettingTrial, ...]]:
+    """--auto-keep-float, first step: the target's settings and then one change at a time, each quantised,
+    verified on the held-out images and timed; the fastest within --max-miou-drop wins."""
+    trial = tmp / "setting_trial.onnx"
+
+    def evaluate(candidate: dict):
+        _onnx_int8_writer(fp32, meta, calibration, candidate)(trial)
+        ver = verify_file(trial, ref, "int8", thresholds, num_threads=num_threads)
+        return ver, p50_ms(trial, num_threads=num_threads)
+
+    progress(f"onnx_int8: trying quantisation settings before keeping layers in float (target {target.target.name})")
+    return search_settings(settings, setting_candidates(settings, options, target.target), evaluate,
+                           thresholds.max_miou_drop, progress=progress)
 
 
 REPORT_IMAGES = 16  # calibration images the per-layer error report runs (it ranks layers; more adds little)
@@ -384,7 +498,6 @@ def _fallback(where: str, layers, make, rank, path: Path, options: dict, ref, th
               progress, num_threads, *, suffix: str) -> Fallback:
     """The --keep-float layers, then (with --auto-keep-float) the most harmful ones until the file is within
     --max-miou-drop of Keras; writes the file to `path` and times it against the all-int8 file."""
-    from dataclasses import replace
 
     start = match_layers(options.get("keep_float") or (), layers, where)
     trial = tmp / f"trial{suffix}"
@@ -393,8 +506,10 @@ def _fallback(where: str, layers, make, rank, path: Path, options: dict, ref, th
         return verify_file(make(trial, kept), ref, "int8", thresholds, num_threads=num_threads)
 
     if options.get("auto_keep_float"):
-        progress(f"{where}: ranking layers by quantisation error (per-layer report)")
-        ranked = [e.name for e in rank().layers]
+        def ranked() -> list[str]:
+            progress(f"{where}: ranking layers by quantisation error (per-layer report)")
+            return [e.name for e in rank().layers]
+
         fallback, _ = search(ranked, start, evaluate, thresholds.max_miou_drop,
                              options.get("max_keep_float") or DEFAULT_MAX_KEEP_FLOAT, progress=progress)
     else:
@@ -514,5 +629,6 @@ def quant_report(model, info, fmt_name: str, calibration: Calibration, spec: Mod
     meta = make_metadata(info, spec, graph.input_shape[1:3], FORMATS[fmt_name], "logits")
     with tempfile.TemporaryDirectory(prefix="deeplab-edge-qreport-") as tmp:
         fp32 = export_onnx(graph, Path(tmp) / "fp32.onnx", metadata=meta)
-        int8 = _onnx_int8_writer(fp32, meta, calibration, options)(Path(tmp) / "int8.onnx")
+        settings = onnx_int8_settings(options, choose_target(options.get("target")))
+        int8 = _onnx_int8_writer(fp32, meta, calibration, settings)(Path(tmp) / "int8.onnx")
         return onnx_report(preprocess_for_quantization(fp32, Path(tmp) / "pre.onnx"), int8, subset, fmt_name)

@@ -42,6 +42,7 @@ class ModelMetadata:
     variant: str = ""  # export format name, e.g. "tflite_int8"
     version: str = ""
     config: dict = field(default_factory=dict)
+    quantization: dict = field(default_factory=dict)  # int8 files: the target and settings they were made for
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(self.class_names))

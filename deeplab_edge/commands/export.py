@@ -18,6 +18,7 @@ from ._common import (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from deeplab_edge.export.formats import FORMATS
+    from deeplab_edge.export.targets import TARGET_CHOICES
 
     add_checkpoint_arg(p)
     add_out_arg(p, "exported", "output folder")
@@ -36,18 +37,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="int8 per-channel weight scales (default on)")
     o.add_argument("--no-per-channel", dest="per_channel", action="store_false",
                    help="int8 weights with one scale per tensor (default: per channel)")
-    o.add_argument("--no-reduce-range", dest="reduce_range", action="store_false", default=None,
-                   help="onnx_int8 full 8-bit weights (default 7-bit: 8-bit saturates in onnxruntime's "
-                        "U8S8 kernels on x86 CPUs without VNNI)")
+    o.add_argument("--target", choices=TARGET_CHOICES, default=None,
+                   help="int8 files: the CPU they will run on. Sets the onnx_int8 defaults (7-bit weights for "
+                        "x86-avx2 only, whose onnxruntime kernels saturate with 8-bit ones; full 8-bit for "
+                        "arm64 and x86-vnni) and says whether verification ran on the target's kernels "
+                        "(default auto: this machine, with a note when it cannot tell)")
+    o.add_argument("--verify-on-target", action="store_true", default=None,
+                   help="int8 files made for another CPU: verify them again with that CPU's kernels where this "
+                        "machine can run them (arm64: the aarch64 runtime under qemu, built on first use with apt "
+                        "and pip; minutes) (default: off)")
+    o.add_argument("--reduce-range", dest="reduce_range", action="store_true", default=None,
+                   help="onnx_int8 7-bit weights whatever the target (default: as --target says)")
+    o.add_argument("--no-reduce-range", dest="reduce_range", action="store_false",
+                   help="onnx_int8 full 8-bit weights whatever the target (default: as --target says)")
     o.add_argument("--activation-type", choices=("uint8", "int8"),
                    help="onnx_int8 activations (default uint8: U8S8 runs fastest in onnxruntime on x86)")
+    o.add_argument("--quant-format", choices=("qdq", "qoperator"),
+                   help="onnx_int8 graph form (default qdq: QuantizeLinear/DequantizeLinear pairs onnxruntime fuses)")
+    o.add_argument("--symmetric-activations", action="store_true", default=None,
+                   help="onnx_int8 symmetric activation ranges (default: asymmetric, min/max)")
     k = p.add_argument_group("int8 layers kept in float (tflite_int8, onnx_int8)")
     k.add_argument("--keep-float", nargs="+", metavar="PATTERN", help="keep these in float: an op type "
                    "(DEPTHWISE_CONV_2D, Conv), a layer name or part of one (aspp_proj), or a glob on tensor/node "
                    "names (default: none)")
     k.add_argument("--auto-keep-float", action="store_true", default=None,
-                   help="keep the layers with the worst quantisation error in float, one at a time, until the file "
-                        "is within --max-miou-drop mIoU points of Keras on the held-out images (default: off)")
+                   help="meet --max-miou-drop automatically: onnx_int8 first tries quantisation settings (weight "
+                        "range, per-channel, activation type, symmetric activations, calibration method), then "
+                        "both int8 files keep the layers with the worst error in float, one at a time, until the "
+                        "file is within budget on the held-out images (default: off)")
     k.add_argument("--max-keep-float", type=int, metavar="N",
                    help="--auto-keep-float keeps at most N layers in float (default 20)")
     v = p.add_argument_group("graph and verification")
@@ -84,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     options = {"calibration_count": args.calibration_count, "io_type": args.io_type, "opset": args.opset,
                "per_channel": args.per_channel, "activation_type": args.activation_type, "reduce_range": args.reduce_range,
                "calibration_method": args.calibration_method, "keep_float": args.keep_float,
-               "auto_keep_float": args.auto_keep_float, "max_keep_float": args.max_keep_float}
+               "auto_keep_float": args.auto_keep_float, "max_keep_float": args.max_keep_float,
+               "target": args.target, "quant_format": args.quant_format,
+               "symmetric_activations": args.symmetric_activations, "verify_on_target": args.verify_on_target}
     check_options(resolve_formats(args.formats), options)  # before TensorFlow is imported
 
     from deeplab_edge.export.pipeline import export_checkpoint
@@ -100,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         progress=steps("export"), note=lambda line: print(f"[export] {line}", flush=True), **options)
     print()
     print(report.summary())
-    failed = [f.format for f in report.files if not f.verification.passed]
+    failed = [f.format for f in report.files if not f.passed]
     if failed:
         print(f"verification FAILED for: {', '.join(failed)}" + (" (allowed by --allow-fail)" if args.allow_fail else ""))
         return 0 if args.allow_fail else 1
