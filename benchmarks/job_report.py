@@ -57,7 +57,7 @@ def write_job_report(out: Path, *, train, export, bench, predict, timings: dict,
     for f in export.files:
         ops = ", ".join(f"{k} {v}" for k, v in list(f.ops.items())[:6])
         md.append(f"| {f.format} | `{_rel(f.path, out)}` | {f.size_bytes / 1e6:.2f} | {f.seconds:.1f} | "
-                  f"{f.verification.figure} | {'PASS' if f.verification.passed else '**FAIL**'} | {ops} |")
+                  f"{f.verification.figure} | {'PASS' if f.passed else '**FAIL**'} | {ops} |")
     md += ["", "## Benchmark", "", to_markdown(bench), "",
            f"![latency vs mIoU]({_rel(out / 'bench' / 'latency_vs_miou.png', out)})", "",
            f"![latency]({_rel(out / 'bench' / 'latency.png', out)})", "",

@@ -22,7 +22,7 @@ from .sysinfo import machine_info, machine_summary
 VARIANTS = (("arm64", {}), ("x86-vnni", {}), ("x86-avx2", {}), ("x86-vnni", {"quant_format": "qoperator"}))
 
 
-def _rounds_p50(paths: list[Path], threads: int, rounds: int = 6, runs: int = 40) -> list[float]:
+def _rounds_p50(paths: list[Path], threads: int, rounds: int = 12, runs: int = 60) -> list[float]:
     """p50 (ms) per file: the median of per-round p50s, rounds interleaved in alternating order (ABBA)."""
     from deeplab_edge.export.keep_float import p50_ms
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"**{machine_summary(machine, threads=args.threads)}**", "",
              f"`{args.checkpoint}` on {args.data or 'its training dataset'}, {args.eval_images} held-out images; "
              f"onnx_fp32 p50 {fp32_p50:.2f} ms, Keras mIoU {100 * rows[0]['keras_miou']:.1f}%. p50: this machine, "
-             "interleaved rounds (median of 6 round p50s of 40 runs). Arm mIoU: the same file through the aarch64 "
+             "interleaved rounds (median of 12 round p50s of 60 runs, ABBA order). Arm mIoU: the same file through the aarch64 "
              "runtime under qemu (cortex-a76), the Arm kernels of onnxruntime.", "",
              "| target | format | weights | activations | mIoU here | agreement here | mIoU on Arm kernels | "
              "p50 here ms | size MB |", "|---|---|---|---|---:|---:|---:|---:|---:|"]

@@ -210,7 +210,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                thresholds: Thresholds | None = None, force: bool = False, head: str = "logits",
                input_size: tuple[int, int] | None = None, num_threads: int | None = None,
                progress=print, checkpoint: str | Path | None = None, spec: ModelSpec | None = None,
-               pixel_input: bool = True, logits_at: str = "input") -> ExportReport:
+               pixel_input: bool = True, logits_at: str = "input", note=None) -> ExportReport:
     """Export `model` (from `load_checkpoint`) to each format, verify each file, and write manifest.json.
 
     `spec` (classes, normalisation, output kind) defaults to what the checkpoint's model info says.
@@ -218,13 +218,15 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     pixels and normalise them themselves (see `pixel_plan`; ONNX and 16x8 files keep normalised float32
     inputs); False: every file takes normalised float32 as the Keras model does. `logits_at`
     "stride": the files output logits at the decoder's stride (input / 4) and leave the upsampling to
-    the runtime; "input" (default): logits upsampled bilinearly to the input size inside the file."""
+    the runtime; "input" (default): logits upsampled bilinearly to the input size inside the file.
+    `note` (default: `progress`) takes the lines a user must see even when steps are hidden."""
     from deeplab_edge.model.flops import model_cost
 
     from .onnx import export_onnx, onnx_op_histogram
     from .tflite import export_tflite, op_histogram
 
     options = dict(options or {})
+    note = progress if note is None else note
     thresholds = thresholds or Thresholds()
     if head not in ("logits", "labels"):
         raise UserError(f"head must be 'logits' or 'labels'; received {head!r}.")
@@ -245,7 +247,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
         options["per_channel"] = False
     target = choose_target(options.get("target")) if any(f.precision == "int8" for f in chosen) else None
     if target is not None and target.note:
-        progress(f"note: {target.note}")
+        note(f"note: {target.note}")
     out_dir = Path(out_dir)
     paths = planned_paths(out_dir, name, chosen)
     manifest_path = out_dir / "manifest.json"
@@ -339,9 +341,10 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
             if settings is not None:
                 on_target, words = same_kernels(target.target)
                 if not on_target:
-                    progress(f"note: {fmt.name} is made for {target.target.name}; its verification ran on {words}, "
-                             "not the target's" + (" (`make aarch64-check MODELS=DIR` runs it with the Arm "
-                                                   "kernels under qemu)" if target.target.name == "arm64" else ""))
+                    note(f"note: {fmt.name} is made for {target.target.name}; its verification ran on {words}, "
+                             "not the target's" + (" (--verify-on-target runs it again with the Arm kernels "
+                                                   "under qemu)" if target.target.name == "arm64"
+                                                   and not options.get("verify_on_target") else ""))
                 backend = "onnxruntime" if fmt.backend == "onnx" else "LiteRT XNNPACK"
                 quant = {**meta.quantization, "verified_with": words.replace("onnxruntime", backend, 1),
                          "on_target_kernels": on_target}
@@ -349,7 +352,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
                                         quant))
 
     if options.get("verify_on_target") and target is not None:
-        results = _verify_on_target(results, target, ref, thresholds, progress)
+        results = _verify_on_target(results, target, ref, thresholds, progress, note)
     from deeplab_edge.model.foreign import source_of
 
     source = source_of(model)
@@ -384,7 +387,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
 
 
 def _verify_on_target(results: list[ExportedFile], target: ChosenTarget, ref, thresholds: Thresholds,
-                      progress) -> list[ExportedFile]:
+                      progress, note) -> list[ExportedFile]:
     """The int8 files verified again with the target's own kernels where this machine can run them: arm64
     under qemu (the aarch64 runtime: onnxruntime's and XNNPACK's Arm kernels). Recorded beside the host's
     verification as `quantization.target_verification`; a failure there fails the file."""
@@ -392,7 +395,7 @@ def _verify_on_target(results: list[ExportedFile], target: ChosenTarget, ref, th
     if not todo:
         return results
     if target.target.name != "arm64":
-        progress(f"note: --verify-on-target: this machine cannot run the {target.target.name} kernels (only "
+        note(f"note: --verify-on-target: this machine cannot run the {target.target.name} kernels (only "
                  "arm64, under qemu); the files were verified with this machine's")
         return results
     from deeplab_edge.benchmarks.aarch64_check import CheckError, SetupError, arm_labels
@@ -605,7 +608,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path = "exported", 
                       calibration=calibration, verify_images=vx, verify_masks=vy, thresholds=thresholds,
                       force=force, head=head, input_size=tuple(input_size) if input_size else None,
                       num_threads=num_threads, progress=progress, checkpoint=checkpoint, spec=spec,
-                      pixel_input=pixel_input, logits_at=logits_at)
+                      pixel_input=pixel_input, logits_at=logits_at, note=note)
 
 
 def quant_report(model, info, fmt_name: str, calibration: Calibration, spec: ModelSpec, *,

@@ -217,7 +217,12 @@ def _provenance(b: Backend) -> dict:
     m = b.metadata
     if m is None:
         return {}
-    return {"deeplab-edge": m.version, "format": m.variant, "preset": m.preset}
+    out = {"deeplab-edge": m.version, "format": m.variant, "preset": m.preset}
+    q = m.quantization or {}
+    if q.get("target"):
+        weights = "" if "reduce_range" not in q else f", {'7' if q['reduce_range'] else '8'}-bit weights"
+        out["for target"] = f"{q['target']}{weights}"
+    return out
 
 
 def verification_of(path: Path) -> dict | None:

@@ -62,6 +62,9 @@ def test_target_sets_the_weight_range_is_recorded_and_names_the_kernels_it_verif
     for t, f in files.items():
         meta = load_predictor(f.path).meta.quantization
         assert meta["target"] == t and meta["reduce_range"] is (t == "x86-avx2")
+        from deeplab_edge.runtime import inspect_file
+
+        assert inspect_file(f.path).provenance["for target"].startswith(t)
         entry = json.loads(reports[t].manifest.read_text())["files"][0]["quantization"]
         assert entry["target"] == t and entry["verified_with"].startswith("onnxruntime")
     # This x86 machine is never the arm64 target: the report says the kernels were not the target's.
@@ -115,3 +118,19 @@ def test_settings_search_tries_changes_only_when_the_defaults_miss_and_takes_the
     ok = Verification(True, 4, None, None, 0.99, 0.5, 0.5, 0.0, "", "")
     fb, _ = search(lambda: pytest.fail("ranked without need"), (), lambda kept: ok, 0.5, progress=lambda m: None)
     assert fb.met and fb.kept == ()
+
+
+@pytest.mark.slow  # builds (or reuses) the aarch64 runtime under qemu: apt and pip downloads, minutes
+def test_verify_on_target_runs_the_arm_kernels_under_qemu(trained_tiny, synthetic_folder, tmp_path):
+    from deeplab_edge.export import export_checkpoint
+
+    report = export_checkpoint(trained_tiny[0] / "best.keras", tmp_path / "arm", formats=["tflite_int8", "onnx_int8"],
+                               data=synthetic_folder, eval_images=8, calibration_count=16, target="arm64",
+                               verify_on_target=True, progress=lambda m: None)
+    for f in report.files:
+        tv = f.quantization["target_verification"]
+        assert "qemu" in tv["kernels"] and tv["images"] == 8
+        # The Arm kernels and this machine's agree closely on the same int8 file.
+        assert abs(tv["miou"] - f.verification.miou) < 0.03 and tv["agreement"] > 0.9
+        assert f.passed == (f.verification.passed and tv["passed"])
+    assert "on the target's kernels (aarch64 runtime under qemu" in report.summary()
