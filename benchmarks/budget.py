@@ -12,8 +12,13 @@ Budget file schema (a JSON object; every key optional, at least one limit requir
       "min_pixel_acc":   {"*": 0.8},
       "max_miou_drop":   {"tflite_int8": 1.0, "*": 2.0},
       "min_agreement":   {"*": 0.95},
+      "max_slowdown":    {"*": 0.05},
       "_comment":        "keys starting with _ are ignored"
     }
+
+`max_slowdown` (a fraction: 0.05 = 5%) is a relative limit for `bench CANDIDATE... --baseline
+BASELINE...` (the paired gate, `gate.py`); there `max_miou_drop` is the candidate's drop against its
+baseline. The absolute limits apply to a plain `bench`.
 
 Each limit maps row names (`BenchRow.name`) or "*" (every other row) to a number >= 0; a bare
 number is short for {"*": number}. A row's own entry overrides "*". Units are those of the
@@ -43,6 +48,7 @@ from .results import BenchReport, BenchRow
 __all__ = ["LIMITS", "Budget", "Limit", "Violation", "check_budget", "format_violations", "load_budget"]
 
 DEFAULT_KEY = "*"
+GATE_LIMITS = ("max_slowdown",)  # relative limits: only `bench --baseline` (gate.py) reads them
 
 
 @dataclass(frozen=True)
@@ -121,9 +127,9 @@ def _validate(d: Mapping, source: str) -> dict[str, dict[str, float]]:
     for name, spec in d.items():
         if isinstance(name, str) and name.startswith("_"):
             continue  # comment
-        if name not in LIMITS:
-            raise UserError(f"Budget {source}: unknown limit {name!r}.{did_you_mean(str(name), LIMITS)} "
-                            f"Valid limits: {', '.join(LIMITS)}.")
+        if name not in LIMITS and name not in GATE_LIMITS:
+            raise UserError(f"Budget {source}: unknown limit {name!r}.{did_you_mean(str(name), [*LIMITS, *GATE_LIMITS])} "
+                            f"Valid limits: {', '.join([*LIMITS, *GATE_LIMITS])}.")
         if _is_number(spec):
             spec = {DEFAULT_KEY: spec}
         if not isinstance(spec, Mapping) or not spec:
@@ -182,6 +188,10 @@ class Violation:
 
 def check_budget(report: BenchReport, budget: Budget) -> list[Violation]:
     """Every limit of `budget` that `report` breaks, in report row order; [] means the gate passes."""
+    if any(name in budget.limits for name in GATE_LIMITS):
+        raise UserError(f"Budget {budget.source} sets {', '.join(n for n in GATE_LIMITS if n in budget.limits)}, a "
+                        "limit relative to a baseline: run `deeplab-edge bench CANDIDATE... --baseline BASELINE... "
+                        f"--budget {budget.source}`.")
     rows = {r.name: r for r in report.rows}
     named = set(budget.named_rows)
     out: list[Violation] = []

@@ -69,6 +69,7 @@ EXIT_CODES = {
     1: "a check failed: verification, a budget or gate limit, a failed bench row (unless --allow-fail), "
        "an input predict could not process",
     2: "usage or input error (a wrong option, a bad file, a package this install lacks)",
+    3: "inconclusive: bench --baseline could not tell within --max-time (or the machine was too noisy)",
     130: "interrupted (Ctrl-C)",
 }
 

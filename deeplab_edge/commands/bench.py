@@ -31,6 +31,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", metavar="FILE", help="JSON limits; exit 1 naming each broken limit (default: none)")
     p.add_argument("--allow-fail", action="store_true", help="exit 0 even when a row failed (default: a failed "
                    "row exits 1)")
+    g = p.add_argument_group("paired gate: candidate files against baseline files, timed together in this run")
+    g.add_argument("--baseline", nargs="+", metavar="FILE", help="the baseline .tflite/.onnx files or export "
+                   "manifest.json (rows pair by format name); FILES are the candidates. Exit 0 pass, 1 regression, "
+                   "3 inconclusive (default: no gate)")
+    g.add_argument("--max-slowdown", default="5%", metavar="PCT", help="the largest slowdown allowed, e.g. 5%%: a "
+                   "regression only when the 95%% interval of candidate/baseline lies above 1 + PCT")
+    g.add_argument("--max-miou-drop", type=float, default=None, metavar="PT", help="with --data: the largest mIoU "
+                   "drop of the candidate against the baseline in points (default: not gated, reported)")
+    g.add_argument("--max-time", type=float, default=60.0, metavar="S", help="seconds of paired rounds per pair "
+                   "before an undecided interval is called inconclusive")
+    g.add_argument("--junit", metavar="FILE", help="also write the verdicts as JUnit XML (a test case per pair "
+                   "and limit) (default: none)")
     add_model_flags(p)
     add_load_args(p, output=False)
     p.add_argument("--resample", choices=("pillow", "opencv", "mediapipe"), default="pillow",
@@ -47,7 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.progress import steps
     from deeplab_edge.runtime.backends import default_threads
 
+    if args.baseline:
+        return _gate(args)
     budget = load_budget(args.budget) if args.budget else None  # refuse a bad budget before any work
+    if budget is not None and "max_slowdown" in budget.limits:
+        from deeplab_edge.errors import UserError
+
+        raise UserError(f"{args.budget} sets max_slowdown, a limit relative to a baseline: add --baseline BASELINE... "
+                        "(the files or manifest of what ships now).")
     settings = BenchSettings(threads=default_threads() if args.threads is None else args.threads,
                              warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time, device=args.device)
     report = bench_files(args.files, keras=args.keras, data=args.data, eval_images=args.eval_images,
@@ -71,3 +90,35 @@ def run(args: argparse.Namespace) -> int:
         print(format_violations(violations))
         code = 1 if violations else code
     return code
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from deeplab_edge.benchmarks.gate import gate_files, parse_slowdown, to_markdown, write_outputs
+    from deeplab_edge.errors import UserError
+    from deeplab_edge.progress import steps
+
+    if not args.files:
+        raise UserError("--baseline needs candidate files too: deeplab-edge bench CANDIDATE... --baseline BASELINE...")
+    slowdown, miou_drop = parse_slowdown(args.max_slowdown), args.max_miou_drop
+    if args.budget:  # its relative limits, per row, over the flags
+        from deeplab_edge.benchmarks.budget import GATE_LIMITS, LIMITS, load_budget
+
+        budget = load_budget(args.budget)
+        ignored = [k for k in budget.limits if k in LIMITS and k != "max_miou_drop"]
+        if ignored:
+            print(f"note: the paired gate reads max_slowdown and max_miou_drop from {args.budget}; the absolute "
+                  f"limits {', '.join(ignored)} apply to a plain bench and are not checked here")
+        flag_slowdown, flag_miou = slowdown, miou_drop
+
+        def slowdown(name: str) -> float:
+            return budget.applicable(name).get(GATE_LIMITS[0], flag_slowdown)
+
+        def miou_drop(name: str) -> float | None:
+            return budget.applicable(name).get("max_miou_drop", flag_miou)
+    report = gate_files(args.files, args.baseline, max_slowdown=slowdown, max_miou_drop=miou_drop, data=args.data, eval_images=args.eval_images,
+                        threads=args.threads, max_time_s=args.max_time, progress=steps("gate"))
+    written = write_outputs(report, args.out, junit=args.junit)
+    print()
+    print(to_markdown(report))
+    print(f"wrote {', '.join(map(str, written))}")
+    return report.exit_code
