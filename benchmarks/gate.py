@@ -34,6 +34,7 @@ from deeplab_edge.errors import UserError
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 CONFIDENCE = 0.95
+ROUND_S = 0.15  # seconds of runs per file per round: a round's median steadies with ~0.1 s of runs
 
 
 def parse_slowdown(text: str | float) -> float:
@@ -100,14 +101,19 @@ def judge(est: RatioEstimate, max_slowdown: float) -> Verdict:
 
 
 def time_paired(run_candidate: Callable[[], object], run_baseline: Callable[[], object], *,
-                max_slowdown: float, runs_per_round: int = 15, min_rounds: int = 10, max_rounds: int = 200,
-                max_time_s: float = 60.0, warmup: int = 5,
+                max_slowdown: float, runs_per_round: int | None = None, min_rounds: int = 10,
+                max_rounds: int = 200, max_time_s: float = 60.0, warmup: int = 5, round_s: float = ROUND_S,
                 clock: Callable[[], int] = time.perf_counter_ns) -> tuple[list[float], list[float]]:
     """Per-round median times (ms) of both callables, rounds in ABBA order; after `min_rounds`, stops as
-    soon as `judge` is not inconclusive, else at `max_rounds` or `max_time_s`."""
+    soon as `judge` is not inconclusive, else at `max_rounds` or `max_time_s`. `runs_per_round` None: as
+    many runs as fill `round_s` seconds per file (10-500), so that a round's median is steady."""
+    t0 = clock()
     for _ in range(warmup):
         run_candidate()
         run_baseline()
+    if runs_per_round is None:
+        per_pair_s = max((clock() - t0) / 1e9 / max(warmup, 1), 1e-6)
+        runs_per_round = int(min(500, max(10, math.ceil(2 * round_s / per_pair_s))))
 
     def block(fn) -> float:
         samples = []
@@ -140,23 +146,26 @@ class PairResult:
     name: str
     candidate: str
     baseline: str
-    latency: RatioEstimate
+    latency: RatioEstimate | None  # None: not timed side by side (a stored baseline)
     verdict: Verdict
-    candidate_p50_ms: float
-    baseline_p50_ms: float
+    candidate_p50_ms: float | None
+    baseline_p50_ms: float | None
     seconds: float
     miou: tuple[float, float] | None = None  # (candidate, baseline) on the evaluation set
     agreement: float | None = None  # share of pixels whose labels the two files agree on
     miou_verdict: Verdict | None = None
+    class_drops: dict | None = None  # class name -> IoU drop in points (a stored baseline)
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "candidate": self.candidate, "baseline": self.baseline,
-               "latency": self.latency.to_dict(), "verdict": self.verdict.__dict__,
-               "candidate_p50_ms": round(self.candidate_p50_ms, 4), "baseline_p50_ms": round(self.baseline_p50_ms, 4),
+               "latency": self.latency.to_dict() if self.latency else None, "verdict": self.verdict.__dict__,
+               "candidate_p50_ms": self.candidate_p50_ms, "baseline_p50_ms": self.baseline_p50_ms,
                "seconds": round(self.seconds, 2)}
         if self.miou is not None:
             out.update(miou_candidate=self.miou[0], miou_baseline=self.miou[1], agreement=self.agreement,
                        miou_verdict=self.miou_verdict.__dict__ if self.miou_verdict else None)
+        if self.class_drops is not None:
+            out["class_iou_drops"] = self.class_drops
         return out
 
     @property
@@ -215,12 +224,16 @@ def to_markdown(report: GateReport) -> str:
              + ". Paired ABBA rounds in one run; 95% bootstrap interval over rounds.", "",
              "| pair | candidate ms | baseline ms | ratio | 95% CI | rounds | baseline spread | mIoU cand / base | "
              "agreement | verdict |", "|---|---:|---:|---:|---|---:|---:|---|---:|---|"]
+    def ms(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
     for p in report.pairs:
         e = p.latency
         miou = f"{100 * p.miou[0]:.1f} / {100 * p.miou[1]:.1f}" if p.miou else "–"
         agree = f"{100 * p.agreement:.2f}%" if p.agreement is not None else "–"
-        lines.append(f"| {p.name} | {p.candidate_p50_ms:.3f} | {p.baseline_p50_ms:.3f} | {e.ratio:.3f} | "
-                     f"{e.low:.3f}-{e.high:.3f} | {e.rounds} | +-{100 * e.baseline_spread:.1f}% | {miou} | {agree} | "
+        stats = (f"{e.ratio:.3f} | {e.low:.3f}-{e.high:.3f} | {e.rounds} | +-{100 * e.baseline_spread:.1f}%" if e
+                 else "– | – | – | –")
+        lines.append(f"| {p.name} | {ms(p.candidate_p50_ms)} | {ms(p.baseline_p50_ms)} | {stats} | {miou} | {agree} | "
                      f"**{icon[p.status]}** |")
     lines += ["", *[f"- {p.name}: {p.verdict.reason}" + (f"; {p.miou_verdict.reason}" if p.miou_verdict else "")
                     for p in report.pairs]]
@@ -268,7 +281,7 @@ def write_outputs(report: GateReport, out_dir: str | Path, *, junit: str | Path 
 def gate_files(candidates: Sequence[str | Path], baselines: Sequence[str | Path], *,
                max_slowdown: float | Callable[[str], float], max_miou_drop: float | Callable[[str], float | None] | None = None, data: str | Path | None = None, eval_images: int = 50,
                threads: int | None = None, max_time_s: float = 60.0, min_rounds: int = 10,
-               runs_per_round: int = 15, progress=print) -> GateReport:
+               runs_per_round: int | None = None, progress=print) -> GateReport:
     """Gate each candidate file against the baseline of the same row name (`bench.row_name`: the format
     name from a manifest, else one from the file name): paired ABBA timing in this process, and with
     `data`, both files' mIoU on its validation split and their mask agreement. `max_time_s` caps each pair.
@@ -334,3 +347,67 @@ def gate_files(candidates: Sequence[str | Path], baselines: Sequence[str | Path]
         progress(f"{name}: {pairs[-1].verdict.reason}")
     return GateReport(tuple(pairs), max_slowdown if not callable(max_slowdown) else None,
                       max_miou_drop if not callable(max_miou_drop) else None, machine_info(), machine_noise())
+
+
+FINGERPRINT = ("cpu_model", "isa_summary", "machine", "cpu_count")
+
+
+def fingerprint(machine: dict, threads: object) -> dict:
+    """What must match for stored latency to mean anything here: CPU, ISA, CPUs, threads, runtime versions."""
+    versions = machine.get("versions") or {}
+    return {**{k: machine.get(k) for k in FINGERPRINT}, "threads": threads,
+            **{k: versions.get(k) for k in ("onnxruntime", "ai-edge-litert")}}
+
+
+def gate_stored(report, stored, *, max_slowdown: float, max_miou_drop: float | None,
+                max_class_iou_drop: float | None = None, note=print) -> GateReport:
+    """Gate a fresh `BenchReport` of the candidates against a stored `bench.json` of the baseline: mIoU and
+    per-class IoU drops always; latency only when the machine fingerprint matches (with a warning: one
+    p50 against another from another run, no interval), else refused with the reason."""
+    here, there = fingerprint(report.machine, report.settings.get("threads")), \
+        fingerprint(stored.machine, stored.settings.get("threads"))
+    same = here == there
+    if same:
+        note("warning: latency against a stored bench.json: the machine fingerprint matches, but the two p50s "
+             "come from different runs (no interval, drift not controlled); time both in one run for a verdict "
+             "that does not flap")
+    old = {r.name: r for r in stored.rows if r.ok}
+    pairs = []
+    for row in report.rows:
+        if row.name not in old or not row.ok:
+            continue
+        b = old[row.name]
+        if same and row.p50_ms and b.p50_ms:
+            ratio = row.p50_ms / b.p50_ms
+            status = "regression" if ratio > 1 + max_slowdown else "pass"
+            verdict = Verdict(status, f"p50 {row.p50_ms:.3f} against the stored {b.p50_ms:.3f} ms: ratio {ratio:.3f} "
+                              f"({'>' if status == 'regression' else '<='} {1 + max_slowdown:.3f}; no interval)")
+        else:
+            diff = ", ".join(f"{k} {there[k]!r} there, {here[k]!r} here" for k in here if here[k] != there[k])
+            verdict = Verdict("pass", f"latency not gated: the stored report ran elsewhere ({diff}); time the "
+                              "baseline files in this run with --baseline FILES")
+        miou = (row.miou, b.miou) if row.miou is not None and b.miou is not None else None
+        miou_verdict, drops = None, None
+        if miou is not None:
+            drop = 100 * (miou[1] - miou[0])
+            names = list(report.settings.get("class_names") or [])
+            drops = {(names[i] if i < len(names) else f"class_{i}"): round(100 * (bv - cv), 3)
+                     for i, (cv, bv) in enumerate(zip(row.per_class_iou or [], b.per_class_iou or [], strict=False))
+                     if cv is not None and bv is not None}
+            worst = max(drops.items(), key=lambda kv: kv[1]) if drops else None
+            broken = []
+            if max_miou_drop is not None and drop > max_miou_drop:
+                broken.append(f"mIoU drop {drop:.2f} pt > {max_miou_drop:g}")
+            if max_class_iou_drop is not None and worst and worst[1] > max_class_iou_drop:
+                broken.append(f"{worst[0]} IoU drop {worst[1]:.2f} pt > {max_class_iou_drop:g}")
+            if max_miou_drop is not None or max_class_iou_drop is not None:
+                miou_verdict = Verdict("regression" if broken else "pass",
+                                       "; ".join(broken) or f"mIoU {100 * miou[0]:.2f} against the stored "
+                                       f"{100 * miou[1]:.2f} ({drop:+.2f} pt drop); worst class "
+                                       f"{worst[0] if worst else '-'} {worst[1] if worst else 0:+.2f} pt")
+        pairs.append(PairResult(row.name, row.name, f"{row.name} (stored)", None, verdict, row.p50_ms, b.p50_ms, 0.0,
+                                miou, None, miou_verdict, drops))
+    if not pairs:
+        raise UserError(f"No row of the stored report matches the candidates: stored {', '.join(old) or 'none'}; "
+                        f"now {', '.join(r.name for r in report.rows)}.")
+    return GateReport(tuple(pairs), max_slowdown, max_miou_drop, report.machine, machine_noise())

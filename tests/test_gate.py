@@ -111,7 +111,47 @@ def test_gate_cli_on_the_tiny_model_files(exported, synthetic_folder, tmp_path, 
     assert pair["agreement"] == 1.0 and pair["miou_verdict"]["status"] == "pass"
     assert ET.parse(junit).getroot().get("tests") == "2"
     assert "Latency gate" in (out / "gate.md").read_text()
+    # Two different files, one each, pair whatever their names; the exit code is the verdict's.
+    rc = main(["bench", files["tflite_int8"], "--baseline", files["tflite_fp32"], "--max-time", "3", "--threads", "1",
+               "-o", str(tmp_path / "two")])
+    (pair,) = json.loads((tmp_path / "two" / "gate.json").read_text())["pairs"]
+    assert pair["baseline"] == files["tflite_fp32"] and pair["latency"]["rounds"] >= 10
+    assert rc == {"pass": 0, "regression": 1, "inconclusive": 3}[pair["verdict"]["status"]]
     # Rows pair by format name: a candidate with no baseline of its name is a usage error.
     assert main(["bench", files["tflite_int8"], files["onnx_fp32"], "--baseline", files["tflite_int8"],
                  "-o", str(tmp_path / "x")]) == 2
     assert "No baseline for onnx_fp32" in capsys.readouterr().err
+
+
+def test_stored_baseline_gates_accuracy_and_latency_only_on_the_same_machine(exported, synthetic_folder, tmp_path,
+                                                                              capsys):
+    import dataclasses
+
+    from deeplab_edge.benchmarks.gate import gate_stored
+    from deeplab_edge.benchmarks.results import load_report
+    from deeplab_edge.cli import main
+
+    int8 = next(str(f.path) for f in exported[0].files if f.format == "tflite_int8")
+    quick = ["--data", str(synthetic_folder), "--eval-images", "4", "--min-runs", "3", "--min-time", "0.02",
+             "--warmup", "1", "--threads", "1", "--device", "cpu"]
+    assert main(["bench", int8, *quick, "-o", str(tmp_path / "main")]) == 0
+    stored = tmp_path / "main" / "bench.json"
+    # The same file against its stored report: accuracy equal, and latency judged (same machine) with a warning.
+    rc = main(["bench", int8, "--baseline", str(stored), *quick, "--max-miou-drop", "0.5", "--max-slowdown", "50%",
+               "--max-class-iou-drop", "1", "-o", str(tmp_path / "g")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    (pair,) = json.loads((tmp_path / "g" / "gate.json").read_text())["pairs"]
+    # The same file on the same images: every class's IoU equal to the stored one.
+    assert pair["miou_verdict"]["status"] == "pass" and pair["class_iou_drops"]
+    assert all(v == 0 for v in pair["class_iou_drops"].values())
+    assert "no interval" in pair["verdict"]["reason"]
+    # A stored baseline that scored higher, on another CPU: an accuracy regression, latency not gated.
+    report = load_report(stored)
+    better = dataclasses.replace(report, machine={**report.machine, "cpu_model": "Another CPU"},
+                                 rows=tuple(dataclasses.replace(r, miou=r.miou + 0.02) for r in report.rows))
+    gate = gate_stored(report, better, max_slowdown=0.05, max_miou_drop=0.5, note=lambda m: None)
+    (p,) = gate.pairs
+    assert p.miou_verdict.status == "regression" and "mIoU drop 2.00 pt > 0.5" in p.miou_verdict.reason
+    assert p.verdict.status == "pass" and "latency not gated" in p.verdict.reason and "Another CPU" in p.verdict.reason
+    assert gate.exit_code == EXIT_REGRESSION
