@@ -60,6 +60,7 @@ __all__ = ["CPUS", "DEFAULT_CPUS", "AArch64Env", "CheckError", "SetupError", "ar
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CPUS = ("cortex-a72", "cortex-a76", "neoverse-n1")
+VERIFY_CPU = "cortex-a76"  # the Arm CPU that `export --verify-on-target` (arm_labels) emulates
 # QEMU_CPU name -> (CPU implementer, CPU part, CPU variant, CPU revision): qemu 7.2's MIDR_EL1 of each CPU,
 # used when the guest cannot read its MIDR (normally the emulated /proc/cpuinfo gets the MIDR read in the
 # guest). "max" has implementer 0x00 ("reserved for software use") and part 0x051 ('Q'); it is reported,
@@ -584,7 +585,7 @@ def _predict(python: list[str], env: dict, model: Path, photos: list[Path], out:
     return {"ok": True, "rc": 0, "wall_s": round(wall, 2)}
 
 
-def arm_labels(models: list[Path], images: np.ndarray, *, cpu: str = "cortex-a76", threads: int = 2,
+def arm_labels(models: list[Path], images: np.ndarray, *, cpu: str = VERIFY_CPU, threads: int = 2,
                timeout: float = 1800, cache: Path | None = None) -> dict[Path, np.ndarray]:
     """Each model's label maps of `images` ((N, H, W, 3) uint8), computed by `deeplab-edge predict` on the
     aarch64 runtime under qemu (the real Arm kernels of onnxruntime and XNNPACK). Builds the environment

@@ -312,6 +312,8 @@ def gate_files(candidates: Sequence[str | Path], baselines: Sequence[str | Path]
         from deeplab_edge.model.data import open_dataset
 
         eval_set = open_dataset(data)
+    photo = synthetic_photo()
+    evals: dict[tuple[int, int], tuple] = {}  # input size -> (images, masks): loaded once per size
     pairs = []
     for name, ct in cand.items():
         bt = base[name]
@@ -321,7 +323,6 @@ def gate_files(candidates: Sequence[str | Path], baselines: Sequence[str | Path]
         if pc.input_size != pb.input_size:
             progress(f"note: {name}: the two files take different input sizes ({pc.input_size} against "
                      f"{pb.input_size}); each is timed at its own")
-        photo = synthetic_photo()
         xc, xb = pc.prepare([photo])[0], pb.prepare([photo])[0]
         progress(f"{name}: timing {ct.file} against {bt.file} in paired rounds (up to {max_time_s:g} s)")
         t0 = time.monotonic()
@@ -331,7 +332,9 @@ def gate_files(candidates: Sequence[str | Path], baselines: Sequence[str | Path]
         est = estimate(c_rounds, b_rounds)
         miou = agree = miou_verdict = None
         if eval_set is not None:
-            images, masks, _ = load_eval(eval_set, pc.input_size, eval_images)
+            if pc.input_size not in evals:
+                evals[pc.input_size] = load_eval(eval_set, pc.input_size, eval_images)[:2]
+            images, masks = evals[pc.input_size]
             lc, lb = np.stack(pc.predict(list(images))), np.stack(pb.predict(list(images)))
             n = eval_set.num_classes
             miou = (segmentation_metrics(masks, lc, n).miou, segmentation_metrics(masks, lb, n).miou)
@@ -411,3 +414,34 @@ def gate_stored(report, stored, *, max_slowdown: float, max_miou_drop: float | N
         raise UserError(f"No row of the stored report matches the candidates: stored {', '.join(old) or 'none'}; "
                         f"now {', '.join(r.name for r in report.rows)}.")
     return GateReport(tuple(pairs), max_slowdown, max_miou_drop, report.machine, machine_noise())
+
+
+def stored_baseline(baseline: Sequence[str | Path]):
+    """The `BenchReport` when the one baseline is a bench.json stored by an earlier run (a .json file that is
+    not an export manifest), else None (baseline model files, timed in this run)."""
+    from .results import load_report
+
+    if len(baseline) != 1 or Path(baseline[0]).suffix != ".json" or Path(baseline[0]).name == "manifest.json":
+        return None
+    return load_report(baseline[0])
+
+
+def gate_against_stored(candidates: Sequence[str | Path], stored, *, data: str | Path | None,
+                        eval_images: int = 100, threads: int | None = None, warmup: int = 5, min_runs: int = 30,
+                        min_time_s: float = 3.0, flags: dict | None = None, max_slowdown: float = 0.05,
+                        max_miou_drop: float | None = None, max_class_iou_drop: float | None = None,
+                        progress=print) -> GateReport:
+    """Bench the candidates now (the stored report's threads unless `threads`), then `gate_stored`."""
+    from deeplab_edge.runtime.backends import default_threads
+
+    from .bench import BenchSettings, bench_files
+
+    if data is None:
+        raise UserError("A stored bench.json baseline gates accuracy: pass --data with the dataset it was scored on.")
+    if threads is None:
+        threads = stored.settings.get("threads") or default_threads()
+    settings = BenchSettings(threads=threads, warmup=warmup, min_runs=min_runs, min_time_s=min_time_s, device="cpu")
+    report = bench_files(candidates, data=data, eval_images=eval_images, settings=settings, flags=flags,
+                         progress=progress)
+    return gate_stored(report, stored, max_slowdown=max_slowdown, max_miou_drop=max_miou_drop,
+                       max_class_iou_drop=max_class_iou_drop)

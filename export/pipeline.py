@@ -248,6 +248,7 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
     target = choose_target(options.get("target")) if any(f.precision == "int8" for f in chosen) else None
     if target is not None and target.note:
         note(f"note: {target.note}")
+    on_target, host_kernels = same_kernels(target.target) if target is not None else (True, "")
     out_dir = Path(out_dir)
     paths = planned_paths(out_dir, name, chosen)
     manifest_path = out_dir / "manifest.json"
@@ -339,15 +340,13 @@ def export_all(model, info, out_dir: str | Path, *, name: str = "model", formats
             ops = op_histogram(path) if fmt.backend == "tflite" else onnx_op_histogram(path)
             quant = None
             if settings is not None:
-                on_target, words = same_kernels(target.target)
+                kernels = f"{'onnxruntime' if fmt.backend == 'onnx' else 'LiteRT XNNPACK'} {host_kernels}"
                 if not on_target:
-                    note(f"note: {fmt.name} is made for {target.target.name}; its verification ran on {words}, "
-                             "not the target's" + (" (--verify-on-target runs it again with the Arm kernels "
-                                                   "under qemu)" if target.target.name == "arm64"
-                                                   and not options.get("verify_on_target") else ""))
-                backend = "onnxruntime" if fmt.backend == "onnx" else "LiteRT XNNPACK"
-                quant = {**meta.quantization, "verified_with": words.replace("onnxruntime", backend, 1),
-                         "on_target_kernels": on_target}
+                    note(f"note: {fmt.name} is made for {target.target.name}; its verification ran on {kernels}, "
+                         "not the target's" + (" (--verify-on-target runs it again with the Arm kernels under qemu)"
+                                               if target.target.name == "arm64"
+                                               and not options.get("verify_on_target") else ""))
+                quant = {**meta.quantization, "verified_with": kernels, "on_target_kernels": on_target}
             results.append(ExportedFile(fmt.name, path, path.stat().st_size, sha256(path), seconds, ver, ops, fallback,
                                         quant))
 
@@ -396,14 +395,14 @@ def _verify_on_target(results: list[ExportedFile], target: ChosenTarget, ref, th
         return results
     if target.target.name != "arm64":
         note(f"note: --verify-on-target: this machine cannot run the {target.target.name} kernels (only "
-                 "arm64, under qemu); the files were verified with this machine's")
+             "arm64, under qemu); the files were verified with this machine's")
         return results
+    from deeplab_edge.benchmarks.aarch64_check import VERIFY_CPU as cpu
     from deeplab_edge.benchmarks.aarch64_check import CheckError, SetupError, arm_labels
     from deeplab_edge.model.data import denormalize_np
 
     from .verify import verify_outputs
 
-    cpu = "cortex-a76"
     progress(f"verifying {', '.join(r.format for r in todo)} with the Arm kernels: the aarch64 runtime under qemu "
              f"({cpu}; the first run builds it, minutes)")
     try:
@@ -596,7 +595,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path = "exported", 
         note(f"note: {line}")
     if any(f.name == "tflite_int8" for f in chosen) and format_options.get("io_type") in ("int8", "uint8"):
         note(f"note: tflite_int8 takes {format_options['io_type']} input: MediaPipe Tasks' ImageSegmenter "
-                 "accepts only float32/uint8 inputs and float outputs; for a MediaPipe app leave io_type at float32")
+             "accepts only float32/uint8 inputs and float outputs; for a MediaPipe app leave io_type at float32")
     size = tuple(input_size) if input_size else tuple(model.input_shape[1:3])
     if None in size:
         raise UserError(f"{checkpoint} takes inputs of any size {model.input_shape}; pass input_size "

@@ -82,14 +82,14 @@ def choose_target(name: str | None) -> ChosenTarget:
 
 
 def same_kernels(target: QuantTarget) -> tuple[bool, str]:
-    """Whether this machine runs `target`'s int8 kernels, and the host's kernels in words."""
+    """Whether this machine runs `target`'s int8 kernels, and this machine's int8 kernels in words
+    ("x86 AVX512-VNNI kernels of this machine"), for the runtime's name to go in front of."""
     from deeplab_edge.benchmarks.sysinfo import cpu_flags, int8_isa
 
     flags = cpu_flags()
     host = host_target(flags)
-    words = f"onnxruntime {int8_isa(flags, platform.machine()).removeprefix('int8 kernels: ')} kernels of this machine"
+    words = f"{int8_isa(flags, platform.machine()).removeprefix('int8 kernels: ')} kernels of this machine"
     return host.target.name == target.name and not host.note, words
-
 
 ONNX_SETTING_KEYS = ("reduce_range", "activation_type", "quant_format", "per_channel", "symmetric_activations",
                      "calibration_method")

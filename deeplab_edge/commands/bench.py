@@ -96,7 +96,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from deeplab_edge.benchmarks.gate import gate_files, parse_slowdown, to_markdown, write_outputs
+    from deeplab_edge.benchmarks.gate import (
+        gate_against_stored,
+        gate_files,
+        parse_slowdown,
+        stored_baseline,
+        to_markdown,
+        write_outputs,
+    )
     from deeplab_edge.errors import UserError
     from deeplab_edge.progress import steps
 
@@ -118,51 +125,18 @@ def _gate(args: argparse.Namespace) -> int:
 
         def miou_drop(name: str) -> float | None:
             return budget.applicable(name).get("max_miou_drop", flag_miou)
-    stored = _stored_report(args.baseline)
-    if stored is not None:
-        return _gate_stored(args, stored, parse_slowdown(args.max_slowdown))
-    report = gate_files(args.files, args.baseline, max_slowdown=slowdown, max_miou_drop=miou_drop, data=args.data, eval_images=args.eval_images,
-                        threads=args.threads, max_time_s=args.max_time, progress=steps("gate"))
-    written = write_outputs(report, args.out, junit=args.junit)
-    print()
-    print(to_markdown(report))
-    print(f"wrote {', '.join(map(str, written))}")
-    return report.exit_code
-
-
-def _stored_report(baseline: list[str]):
-    """The `BenchReport` when the one baseline is a stored bench.json (it has rows), else None."""
-    import json
-    from pathlib import Path
-
-    from deeplab_edge.benchmarks.results import load_report
-
-    if len(baseline) != 1 or Path(baseline[0]).suffix != ".json" or Path(baseline[0]).name == "manifest.json":
-        return None
-    try:
-        doc = json.loads(Path(baseline[0]).read_text())
-    except (OSError, ValueError):
-        return load_report(baseline[0])  # its clear error
-    return load_report(baseline[0]) if isinstance(doc, dict) and "rows" in doc else None
-
-
-def _gate_stored(args: argparse.Namespace, stored, slowdown: float) -> int:
-    from deeplab_edge.benchmarks.bench import BenchSettings, bench_files
-    from deeplab_edge.benchmarks.gate import gate_stored, to_markdown, write_outputs
-    from deeplab_edge.errors import UserError
-    from deeplab_edge.progress import steps
-    from deeplab_edge.runtime.backends import default_threads
-
-    if args.data is None:
-        raise UserError("A stored bench.json baseline gates accuracy: pass --data with the dataset it was scored on.")
-    threads = stored.settings.get("threads") or default_threads() if args.threads is None else args.threads
-    settings = BenchSettings(threads=threads, warmup=args.warmup, min_runs=args.min_runs, min_time_s=args.min_time,
-                             device="cpu")
-    report = bench_files(args.files, data=args.data, eval_images=args.eval_images, settings=settings,
-                         flags={**model_flags(args), "resample": args.resample, "upsample": args.upsample},
-                         progress=steps("gate"))
-    gate = gate_stored(report, stored, max_slowdown=slowdown, max_miou_drop=args.max_miou_drop,
-                       max_class_iou_drop=args.max_class_iou_drop)
+    stored = stored_baseline(args.baseline)
+    if stored is not None:  # a bench.json of an earlier run: the candidates are benched now, then compared
+        gate = gate_against_stored(args.files, stored, data=args.data, eval_images=args.eval_images,
+                                   threads=args.threads, warmup=args.warmup, min_runs=args.min_runs,
+                                   min_time_s=args.min_time,
+                                   flags={**model_flags(args), "resample": args.resample, "upsample": args.upsample},
+                                   max_slowdown=parse_slowdown(args.max_slowdown), max_miou_drop=args.max_miou_drop,
+                                   max_class_iou_drop=args.max_class_iou_drop, progress=steps("gate"))
+    else:
+        gate = gate_files(args.files, args.baseline, max_slowdown=slowdown, max_miou_drop=miou_drop, data=args.data,
+                          eval_images=args.eval_images, threads=args.threads, max_time_s=args.max_time,
+                          progress=steps("gate"))
     written = write_outputs(gate, args.out, junit=args.junit)
     print()
     print(to_markdown(gate))
