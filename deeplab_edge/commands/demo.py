@@ -15,11 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out_arg(p, str(d.out), "report folder")
     p.add_argument("--preset", default=d.preset, help="model preset (see `deeplab-edge presets`)")
     p.add_argument("--data", metavar="DIR", help="your dataset folder (default: the built-in demo set)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (train's default is 10: the demo "
-                   "is one time-boxed job, so a shorter schedule at a higher --lr)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"training epochs (default: {d.epochs}; train's is "
+                   "10: the demo is one time-boxed job, so a shorter schedule at a higher --lr)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size, as train")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (train's default is 2e-3, for its "
-                   "10 epochs)")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default: {d.lr:g}; train's is 2e-3, "
+                   "for its 10 epochs)")
     ti = p.add_argument("--train-images", dest="max_train_images", type=int, metavar="N",
                         help="use only the first N training images (default: all)")
     renamed(p, "--max-train-images", ti)
@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cal = p.add_argument("--calibration-images", dest="calibration_count", type=int, default=None, metavar="N",
                          help="int8 calibration images (default 200, or all training images when fewer)")
     renamed(p, "--calibration-count", cal)
-    mt = p.add_argument("--min-time", dest="bench_min_time", type=float, default=d.bench_min_time,
+    mt = p.add_argument("--min-time", dest="bench_min_time", type=float, default=d.bench_min_time, metavar="S",
                         help="minimum timed seconds per bench row")
     renamed(p, "--bench-min-time", mt)
     p.add_argument("--force", action="store_true", help="replace an existing report folder's run (default: refuse)")
