@@ -34,9 +34,11 @@ test-slow: $(STAMP) $(GPU_STAMP)
 
 # The TF-free runtime on aarch64 under qemu-user (Debian arm64 Python + aarch64 wheels, cached in
 # ~/.cache/deeplab-edge/aarch64): predict with every exported file, masks compared with x86, per CPU.
-# MODELS=DIR picks the exported files (default: the demo's report/models, from `make demo`).
+# MODELS=DIR picks the exported files (default: the demo's report/models, from `make demo`); OUT=DIR the
+# folder for <date>-aarch64.md and .json (default benchmarks/results).
 aarch64-check: $(STAMP)
-	$(BIN)/python benchmarks/aarch64_check.py --models $(or $(MODELS),report/models)
+	$(BIN)/python -m deeplab_edge.benchmarks.aarch64 --models $(or $(MODELS),report/models) \
+		--out $(or $(OUT),benchmarks/results)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

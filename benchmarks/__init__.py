@@ -18,7 +18,7 @@ What `deeplab-edge bench` does, from Python (each row in its own worker process)
 
 from __future__ import annotations
 
-from deeplab_edge.runtime.timing import LatencyStats, StageStats, latency_stats, percentile, stage_stats
+from deeplab_edge.runtime.stages import LatencyStats, StageStats, latency_stats, percentile, stage_stats
 
 from .bench import BENCH_DEVICES, BenchSettings, bench_files, write_outputs
 from .budget import LIMITS, Budget, Violation, check_budget, format_violations, load_budget

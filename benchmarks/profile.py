@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from deeplab_edge.runtime.files import check_model_file
-from deeplab_edge.runtime.timing import latency_stats
+from deeplab_edge.runtime.stages import latency_stats
 
 from .timing import time_callable
 

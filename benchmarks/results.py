@@ -17,7 +17,7 @@ from pathlib import Path
 
 from deeplab_edge.errors import UserError, unknown_name_error
 from deeplab_edge.fileio import write_text_atomic
-from deeplab_edge.runtime.timing import LatencyStats
+from deeplab_edge.runtime.stages import LatencyStats
 
 __all__ = [
     "BACKENDS",

@@ -20,8 +20,10 @@ __all__ = [
     "measure_peak_rss",
     "peak_rss_mb",
     "peak_rss_source",
+    "predictor_p50_ms",
     "rss_mb",
     "time_callable",
+    "time_files",
     "time_pipeline",
     "time_predictor_stages",
 ]
@@ -124,17 +126,36 @@ def time_pipeline(
             return out
 
 
+def predictor_p50_ms(pred, min_time_s: float = 2.0) -> float:
+    """Inference-only p50 (ms) of an opened `Predictor`: one interpreter/session run at batch 1 on a
+    model-size input, after 3 warm-up runs, over at least 15 runs and `min_time_s` seconds."""
+    import numpy as np
+
+    from deeplab_edge.runtime.stages import latency_stats
+
+    x = pred.prepare([np.zeros((*pred.input_size, 3), np.uint8)])[0].copy()
+    return latency_stats(time_callable(lambda: pred.run(x), warmup=3, min_runs=15, min_time_s=min_time_s)).p50_ms
+
+
+def time_files(files: dict[str, os.PathLike | str], threads: int, min_time_s: float = 2.0) -> dict[str, float]:
+    """`predictor_p50_ms` of each named exported file (name -> path), opened with `threads`, one after another."""
+    from deeplab_edge.runtime.predictor import load_predictor
+
+    return {name: predictor_p50_ms(load_predictor(path, num_threads=threads), min_time_s)
+            for name, path in files.items()}
+
+
 # ---------------------------------------------------------------------------------------- memory
 
 
 def time_predictor_stages(pred, image, *, warmup: int = 2, min_runs: int = 10, min_time_s: float = 1.0):
-    """Per-stage latency (`runtime.timing.StageStats`) of `Predictor.predict`'s three stages on one RGB
+    """Per-stage latency (`runtime.stages.StageStats`) of `Predictor.predict`'s three stages on one RGB
     image at its own size: pre (resize, plus normalise and quantise unless the file takes pixels),
     inference, post (labels from the raw output, one resize back to the image)."""
-    from deeplab_edge.runtime.timing import stage_stats
+    from deeplab_edge.runtime.stages import stage_stats
 
-    return stage_stats(time_pipeline(lambda: pred.prepare([image]), lambda x: (pred.backend.run(x[0]), x[1]),
-                                     lambda y: pred.labels_for(*y), warmup=warmup, min_runs=min_runs,
+    return stage_stats(time_pipeline(lambda: pred.prepare([image]), lambda x: (pred.run(x[0]), x[1]),
+                                     lambda y: pred.labels(*y), warmup=warmup, min_runs=min_runs,
                                      min_time_s=min_time_s))
 
 

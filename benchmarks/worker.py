@@ -43,7 +43,7 @@ def _keras_runner(spec: dict):
     if source is not None:  # a Keras 3 model or a SavedModel, run through TensorFlow
         provider = f"{source.framework}, {provider}"
     fn = tf.function(lambda x: model(x, training=False))
-    from deeplab_edge.runtime.predictor import scores_to_labels
+    from deeplab_edge.runtime.kernels import scores_to_labels
 
     mean, std, output, threshold = spec["keras_norm"] or (None, None, "logits", 0.5)
     if info is not None:
@@ -76,7 +76,7 @@ def _latency(spec: dict) -> dict:
     """Cold start (load, first inference), inference latency on a model-size input, pre/post-processing
     of one real photo at its own size, and the peak RSS of a process that holds nothing else."""
     from deeplab_edge.benchmarks.timing import peak_rss_mb, rss_mb, time_callable, time_predictor_stages
-    from deeplab_edge.runtime.timing import latency_stats
+    from deeplab_edge.runtime.stages import latency_stats
 
     photo = np.load(spec["photo_npy"])
     loop = dict(warmup=spec["warmup"], min_runs=spec["min_runs"], min_time_s=spec["min_time_s"])
@@ -105,9 +105,9 @@ def _latency(spec: dict) -> dict:
         pred = _file_runner(spec)
         t1 = time.perf_counter_ns()
         model_in = pred.prepare([photo])[0].copy()
-        pred.backend.run(model_in)
+        pred.run(model_in)
         t2 = time.perf_counter_ns()
-        lat = latency_stats(time_callable(lambda: pred.backend.run(model_in), **loop))
+        lat = latency_stats(time_callable(lambda: pred.run(model_in), **loop))
         # Pre/post-processing of a real photo at its own size, timed apart from inference.
         stages = time_predictor_stages(pred, photo, min_time_s=min(1.0, spec["min_time_s"]))
         pre_ms, post_ms = stages.pre_ms, stages.post_ms
@@ -129,7 +129,7 @@ def _evaluate(spec: dict) -> dict:
     """Labels for every evaluation image (batch by batch; no scores kept), scored against the masks and
     the reference row's labels."""
     from deeplab_edge.metrics import agreement, segmentation_metrics
-    from deeplab_edge.runtime.predictor import resize_nearest
+    from deeplab_edge.runtime.kernels import resize_nearest
 
     data = np.load(spec["eval_npz"])
     images = data["images"]

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 
 from . import __version__
+from .commands._flags import as_flags, use_parser
 from .errors import UserError, did_you_mean, memory_error_message, os_error_message
 from .logs import quiet_runtimes, set_quiet
 
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             # Only the chosen command's module is imported (and so only it may import TensorFlow).
             modules[chosen] = importlib.import_module(f"deeplab_edge.commands.{chosen.replace('-', '_')}")
             modules[chosen].add_arguments(subparsers[chosen])
+            use_parser(subparsers[chosen])
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {missing_package_message(chosen or 'deeplab-edge', e.name or str(e))}", file=sys.stderr)
         return 2
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {as_flags(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a path the user chose: read-only, full, missing, no permission
         print(f"error: {os_error_message(e)}", file=sys.stderr)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .classes import default_class_names
+
 IGNORE_LABEL = 255
 
 
@@ -53,7 +55,7 @@ class SegMetrics:
 def metrics_from_confusion(cm: np.ndarray, class_names=None) -> SegMetrics:
     cm = np.asarray(cm, dtype=np.float64)
     n = cm.shape[0]
-    names = tuple(class_names) if class_names is not None else tuple(f"class_{i}" for i in range(n))
+    names = tuple(class_names) if class_names is not None else default_class_names(n)
     tp = np.diag(cm)
     union = cm.sum(0) + cm.sum(1) - tp
     iou = [float(t / u) if u > 0 else None for t, u in zip(tp, union, strict=True)]

@@ -1,21 +1,22 @@
 """Export a trained DeepLabV3+ to TFLite and ONNX, each file verified against Keras. Imports TensorFlow.
 
-    from deeplab_edge.export import export_checkpoint
-    report = export_checkpoint("runs/edge/best.keras", "exported", formats=["tflite_fp32", "tflite_int8"])
+    from deeplab_edge.export import ExportOptions, export_checkpoint
+    report = export_checkpoint("runs/edge/best.keras", "exported", formats=["tflite_fp32", "tflite_int8"],
+                               options=ExportOptions(calibration_count=100))
     print(report.summary()); assert report.passed
 
-`export_checkpoint` (and `ExportReport`, `Thresholds`) load TensorFlow when first used; the format table
-does not.
+`export_checkpoint` loads TensorFlow when first used; the format table and `ExportOptions` do not.
 """
 
 from __future__ import annotations
 
-from .formats import FORMATS, OPTION_HELP, ExportFormat, check_options, resolve_formats
+from .formats import FORMATS, ExportFormat, resolve_formats
+from .options import OPTION_HELP, ExportOptions
 
-__all__ = ["FORMATS", "OPTION_HELP", "ExportFormat", "ExportReport", "Thresholds", "check_options",
-           "export_checkpoint", "resolve_formats"]
+__all__ = ["FORMATS", "OPTION_HELP", "ExportFormat", "ExportOptions", "ExportReport", "Thresholds", "export_checkpoint",
+           "resolve_formats"]
 
-_LAZY = {"export_checkpoint": "pipeline", "ExportReport": "pipeline", "Thresholds": "verify"}
+_LAZY = {"export_checkpoint": "pipeline", "ExportReport": "report", "Thresholds": "verify"}
 
 
 def __getattr__(name: str):

@@ -44,7 +44,7 @@ def match_layers(patterns: Sequence[str], layers: Sequence[tuple[str, str]], whe
         if not hits:
             names = sorted({part.split("/")[1] if part.count("/") >= 1 else part
                             for n, _ in layers for part in n.split(";")})
-            raise UserError(f"--keep-float {pattern!r} matches no layer or op type of {where}."
+            raise UserError(f"`keep_float` {pattern!r} matches no layer or op type of {where}."
                             f"{did_you_mean(pattern, names)} Op types there: "
                             f"{', '.join(sorted({op for _, op in layers}))}; layer names such as "
                             f"{', '.join(names[:6])} (`deeplab-edge quant-report` lists every quantised tensor).")
@@ -144,15 +144,15 @@ def p50_ms(path: Path, *, runs: int = 30, num_threads: int | None = None) -> flo
     import numpy as np
 
     from deeplab_edge.runtime.predictor import load_predictor
-    from deeplab_edge.runtime.timing import latency_stats
+    from deeplab_edge.runtime.stages import latency_stats
 
     pred = load_predictor(path, num_threads=num_threads)
     x = pred.prepare([np.zeros((*pred.input_size, 3), np.uint8)])[0]
     for _ in range(3):
-        pred.backend.run(x)
+        pred.run(x)
     samples = []
     for _ in range(runs):
         t0 = time.perf_counter_ns()
-        pred.backend.run(x)
+        pred.run(x)
         samples.append(time.perf_counter_ns() - t0)
     return latency_stats(samples).p50_ms

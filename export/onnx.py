@@ -15,8 +15,7 @@ from deeplab_edge.model._keras import tf
 from deeplab_edge.runtime.metadata import METADATA_KEY, ModelMetadata
 
 from .calibration import Calibration
-
-DEFAULT_OPSET = 17
+from .options import ONNX_OPSET
 
 
 def _set_metadata(proto, metadata: ModelMetadata) -> None:
@@ -37,7 +36,7 @@ def _save(proto, out: Path) -> Path:
     return Path(out)
 
 
-def export_onnx(model, out: Path, *, metadata: ModelMetadata, opset: int = DEFAULT_OPSET) -> Path:
+def export_onnx(model, out: Path, *, metadata: ModelMetadata, opset: int = ONNX_OPSET) -> Path:
     """Keras -> ONNX float32 via tf2onnx, input `image` NHWC with a dynamic batch dimension."""
     import tf2onnx
 
@@ -159,3 +158,17 @@ def onnx_initializer_types(path: Path) -> dict[str, int]:
 
 
 os.environ.setdefault("TF2ONNX_SKIP_OPSET_WARNING", "1")
+
+
+def onnx_int8_writer(fp32: Path, meta: ModelMetadata, calibration: Calibration, settings: dict):
+    """`write(out, kept=())`: the onnx_int8 file of `fp32` with `settings` (`targets.onnx_int8_settings`),
+    `kept` nodes left float."""
+
+    def write(out: Path, kept: tuple[str, ...] = ()) -> Path:
+        return export_onnx_int8(
+            fp32, out, metadata=meta, calibration=calibration, per_channel=settings["per_channel"],
+            method=settings["calibration_method"], nodes_to_exclude=kept, activation_type=settings["activation_type"],
+            reduce_range=settings["reduce_range"], quant_format=settings["quant_format"],
+            symmetric_activations=settings["symmetric_activations"])
+
+    return write

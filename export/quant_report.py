@@ -201,7 +201,7 @@ def onnx_report(float_path: Path, int8_path: Path, images: np.ndarray, what: str
             # values the activation would have cut: compare within the float model's own range.
             pre = np.clip(pre, ref.min(), ref.max())
         node, op = producers.get(act, (act, "input"))
-        if op != "input":  # named by the node that makes it: what --keep-float and nodes_to_exclude take
+        if op != "input":  # named by the node that makes it: what `keep_float` and nodes_to_exclude take
             by_node[node] = LayerError(node, op, sqnr_db(pre, post), cosine(pre, post), None, acc)
     # `pre` above already holds the weights' rounding; a node's own weights are judged on their own too,
     # per output channel: per-tensor scales round a depthwise kernel's small channels to zero, which the

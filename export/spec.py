@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from deeplab_edge.classes import classes_of, default_class_names, parse_class_names
 from deeplab_edge.errors import UserError, unknown_name_error
 
 # Common input conventions: (mean, std) on 0..255 RGB pixels, normalised as (pixel - mean) / std.
@@ -41,7 +42,7 @@ class ModelSpec:
 
     def labels(self, scores):
         """(N, H, W, C) float scores -> (N, H, W) labels: argmax, or the threshold for one channel."""
-        from deeplab_edge.runtime.predictor import scores_to_labels
+        from deeplab_edge.runtime.kernels import scores_to_labels
 
         return scores_to_labels(scores, self.output, self.threshold)
 
@@ -70,7 +71,7 @@ def model_spec(model, info, dataset, *, checkpoint: str | Path | None = None,
         notes.append(f"loaded as {source.framework}")
     sidecar = _sidecar(checkpoint) if info is None else {}
     if input_scale is not None and (mean is not None or std is not None):
-        raise UserError("Pass either --input-scale or --mean/--std, not both.")
+        raise UserError("Pass either `input_scale` or `mean`/`std`, not both.")
     scale = input_scale or sidecar.get("input_scale")
     if scale is not None:
         scale = INPUT_SCALE_ALIASES.get(str(scale), scale)
@@ -80,36 +81,36 @@ def model_spec(model, info, dataset, *, checkpoint: str | Path | None = None,
     if mean is None and std is None and "mean" in sidecar:
         mean, std = sidecar.get("mean"), sidecar.get("std")
     if (mean is None) != (std is None):
-        raise UserError("Pass both --mean and --std (three values each, on 0..255 pixels).")
+        raise UserError("Pass both `mean` and `std` (three values each, on 0..255 pixels).")
     if mean is None and source is not None and source.mean is not None:
         mean, std = source.mean, source.std
         notes.append(f"normalisation from {source.normalisation_from} (mean {' '.join(f'{v:g}' for v in mean)}, "
-                     f"std {' '.join(f'{v:g}' for v in std)} on 0..255 pixels); override with --input-scale or "
-                     "--mean/--std")
+                     f"std {' '.join(f'{v:g}' for v in std)} on 0..255 pixels); override with `input_scale` or "
+                     "`mean`/`std`")
     if mean is None:
         if info is None:
             raise UserError(
                 f"{checkpoint or 'The model'} was not trained by deeplab-edge, so its input normalisation is "
                 "unknown, and calibration, verification and the files' metadata all depend on it. Say how it "
-                f"was trained: --input-scale {{{', '.join(INPUT_SCALES)}}}, or --mean R G B --std R G B "
+                f"was trained: `input_scale` {{{', '.join(INPUT_SCALES)}}}, or `mean` R G B `std` R G B "
                 "(on 0..255 pixels), or a sidecar JSON beside the model "
                 f"({_sidecar_path(checkpoint) if checkpoint else 'MODEL.json'}) with \"mean\" and \"std\".")
         mean, std = info.mean, info.std
     mean, std = _three("mean", mean), _three("std", std)
     if min(std) <= 0:
         raise UserError(f"std must be positive; received {std}.")
-    names = _names(class_names) or _names(sidecar.get("class_names")) or (info.class_names if info else ())
+    names = parse_class_names(class_names) or parse_class_names(sidecar.get("class_names")) or (info.class_names if info else ())
     if not names and dataset is not None:
         names = tuple(dataset.class_names)
         notes.append(f"class names from the dataset {dataset.root}: {', '.join(names)}")
-    expected = 2 if channels == 1 else channels
+    expected = classes_of(channels)
     if not names:
-        names = ("background", "foreground") if channels == 1 else tuple(f"class_{i}" for i in range(channels))
-        notes.append(f"no class names given: using {', '.join(names)} (pass --class-names)")
+        names = default_class_names(channels)
+        notes.append(f"no class names given: using {', '.join(names)} (pass `class_names`)")
     if len(names) != expected:
         what = "one foreground channel, so 2 classes" if channels == 1 else f"{channels} classes"
         raise UserError(f"The model outputs {what}, but {len(names)} class names were given "
-                        f"({', '.join(names)}); pass {expected} names to --class-names.")
+                        f"({', '.join(names)}); pass {expected} names to `class_names`.")
     kind = "logits" if info is not None else output_kind(model)
     if info is None:
         notes.append(f"the model outputs {kind}"
@@ -144,13 +145,3 @@ def _three(what: str, values) -> tuple[float, float, float]:
     if len(values) != 3:
         raise UserError(f"{what} needs 1 or 3 values (R G B); received {values}.")
     return values
-
-
-def _names(names) -> tuple[str, ...]:
-    if not names:
-        return ()
-    items = names.split(",") if isinstance(names, str) else list(names)
-    out = tuple(str(n).strip() for n in items)
-    if any(not n for n in out):
-        raise UserError(f"Class names must not be empty; received {names!r}. Example: --class-names background,cat,dog.")
-    return out

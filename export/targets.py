@@ -67,9 +67,9 @@ def host_target(flags: set[str] | None = None, machine: str | None = None) -> Ch
             return ChosenTarget(TARGETS["x86-avx2"], "auto: this machine's CPU has AVX2 and no VNNI")
     what = f"{machine} with CPU flags {'unreadable' if flags is None else 'without AVX2 or VNNI'}"
     return ChosenTarget(TARGETS["x86-avx2"], f"auto: unknown target ({what})",
-                        note=f"--target auto could not tell this machine's int8 kernels ({what}); onnx_int8 uses "
+                        note=f"`target` auto could not tell this machine's int8 kernels ({what}); onnx_int8 uses "
                              "the x86-avx2 settings (7-bit weights: safe on every CPU, up to a few mIoU points "
-                             "lower); pass --target arm64, x86-vnni or x86-avx2 for the CPU the file will run on")
+                             "lower); pass `target` arm64, x86-vnni or x86-avx2 for the CPU the file will run on")
 
 
 def choose_target(name: str | None) -> ChosenTarget:
@@ -78,7 +78,7 @@ def choose_target(name: str | None) -> ChosenTarget:
         return host_target()
     if name not in TARGETS:
         raise unknown_name_error("target", name, TARGET_CHOICES)
-    return ChosenTarget(TARGETS[name], f"named (--target {name})")
+    return ChosenTarget(TARGETS[name], f"named (--target {name})")  # in the files' metadata, as it always was
 
 
 def same_kernels(target: QuantTarget) -> tuple[bool, str]:
@@ -95,15 +95,20 @@ ONNX_SETTING_KEYS = ("reduce_range", "activation_type", "quant_format", "per_cha
                      "calibration_method")
 
 
-def onnx_int8_settings(options: dict, chosen: ChosenTarget) -> dict:
-    """The onnx_int8 quantisation settings: the target's defaults, then any option given."""
+def onnx_int8_settings(options, chosen: ChosenTarget) -> dict:
+    """The onnx_int8 quantisation settings: the target's defaults, then any option given (`ExportOptions`)."""
     settings = {**chosen.target.settings(), "per_channel": True, "symmetric_activations": False,
                 "calibration_method": "minmax"}
-    settings.update({k: options[k] for k in ONNX_SETTING_KEYS if options.get(k) is not None})
+    settings.update({k: getattr(options, k) for k in ONNX_SETTING_KEYS if getattr(options, k) is not None})
     return settings
 
 
-def setting_candidates(settings: dict, options: dict, target: QuantTarget) -> list[tuple[str, dict]]:
+def quant_record(target: ChosenTarget, settings: dict) -> dict:
+    """What an int8 file records of its making (metadata and manifest)."""
+    return {"target": target.target.name, "target_chosen": target.how, **settings}
+
+
+def setting_candidates(settings: dict, options, target: QuantTarget) -> list[tuple[str, dict]]:
     """What the automatic search tries, in order, one change each: weight range, per-channel, activation
     type, symmetric activations, calibration method. Settings the user gave stay as given; 8-bit weights
     are never tried for x86-avx2, whose kernels saturate with them (the export machine's kernels would
@@ -111,7 +116,7 @@ def setting_candidates(settings: dict, options: dict, target: QuantTarget) -> li
     out: list[tuple[str, dict]] = []
 
     def free(key: str) -> bool:
-        return options.get(key) is None
+        return getattr(options, key) is None
 
     if free("reduce_range") and not (target.reduce_range and target.name == "x86-avx2"):
         out.append((f"{'8' if settings['reduce_range'] else '7'}-bit weights",

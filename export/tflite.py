@@ -111,7 +111,7 @@ def set_input_quantization(data: bytes, mean: float, std: float) -> bytes:
     tensor = sg.tensors[sg.inputs[0]]
     q = tensor.quantization
     if q is None or q.scale is None or len(q.scale) != 1:
-        raise UserError("The int8 converter left the input unquantised; export with --no-pixel-input and "
+        raise UserError("The int8 converter left the input unquantised; export with `pixel_input=False` and "
                         "report this.")
     shift = -128 if tensor.type == schema.TensorType.INT8 else 0
     q.scale, q.zeroPoint = [1.0 / float(std)], [int(round(float(mean))) + shift]

@@ -48,9 +48,9 @@ class Verification:
 
 @dataclass(frozen=True)
 class Reference:
-    """Keras outputs on the verification images: normalised inputs, scores, labels, ground truth."""
+    """Keras outputs on the verification images: their uint8 pixels, scores, labels, ground truth."""
 
-    images: np.ndarray
+    pixels: np.ndarray  # (N, H, W, 3) uint8 at the model's input size
     logits: np.ndarray  # the model's float scores (logits or probabilities), NHWC
     masks: np.ndarray
     spec: ModelSpec
@@ -68,28 +68,30 @@ class Reference:
         return segmentation_metrics(self.masks, self.labels, len(self.class_names)).miou
 
 
-def keras_reference(model, images: np.ndarray, masks: np.ndarray, spec: ModelSpec, batch_size: int = 8) -> Reference:
-    """`model`'s scores on the normalised `images` (upsampled to the image size if the model outputs them at a
-    stride, as the runtime reads them)."""
-    from deeplab_edge.runtime.predictor import resize_bilinear
+def keras_reference(model, pixels: np.ndarray, masks: np.ndarray, spec: ModelSpec, batch_size: int = 8) -> Reference:
+    """`model`'s scores on the uint8 `pixels`, normalised as `spec` says (upsampled to the image size if the
+    model outputs them at a stride, as the runtime reads them)."""
+    from deeplab_edge.runtime.kernels import normalise, resize_bilinear
 
-    logits = model.predict(images, batch_size=batch_size, verbose=0).astype(np.float32)
-    if logits.shape[1:3] != images.shape[1:3]:  # a stride-N output: scores upsampled as the runtime does
-        logits = resize_bilinear(logits, images.shape[1:3])
-    return Reference(images, logits, masks, spec)
+    logits = model.predict(normalise(pixels, spec.mean, spec.std), batch_size=batch_size, verbose=0)
+    logits = logits.astype(np.float32)
+    if logits.shape[1:3] != pixels.shape[1:3]:  # a stride-N output: scores upsampled as the runtime does
+        logits = resize_bilinear(logits, pixels.shape[1:3])
+    return Reference(pixels, logits, masks, spec)
 
 
 def run_file(path: Path, pixels: np.ndarray, *, num_threads: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
     """(float NHWC scores or None for a labels output, (N, H, W) labels) of an exported file on uint8
     images at its input size, pre-processed and read the way the runtime does it (its own metadata)."""
-    from deeplab_edge.runtime.predictor import load_predictor, resize_bilinear
+    from deeplab_edge.runtime.kernels import resize_bilinear
+    from deeplab_edge.runtime.predictor import load_predictor
 
     pred = load_predictor(path, num_threads=num_threads)
-    raws = [pred.backend.run(pred.prepare(pixels[i:i + 1])[0]) for i in range(len(pixels))]
-    labels = np.concatenate([pred.labels_from_raw(r) for r in raws])
+    raws = [pred.run(pred.prepare(pixels[i:i + 1])[0]) for i in range(len(pixels))]
+    labels = np.concatenate([pred.labels_at_input(r) for r in raws])
     if pred.meta.output == "labels":
         return None, labels
-    scores = np.concatenate([pred.from_model_output(r) for r in raws])
+    scores = np.concatenate([pred.decode(r) for r in raws])
     if scores.shape[1:3] != pixels.shape[1:3]:
         scores = resize_bilinear(scores, pixels.shape[1:3])
     return scores, labels
@@ -118,13 +120,10 @@ def verify_outputs(scores: np.ndarray | None, labels: np.ndarray, ref: Reference
         figure = f"agree {100 * agree:.2f}%, mIoU {100 * miou:.1f} vs {100 * keras_miou:.1f}"
         if precision == "fp16" and rel is not None:
             figure += f", rel Δlogit {rel:.1e}"
-    return Verification(bool(passed), len(ref.images), max_abs, rel, agree, miou, keras_miou, drop, criterion, figure)
+    return Verification(bool(passed), len(ref.pixels), max_abs, rel, agree, miou, keras_miou, drop, criterion, figure)
 
 
 def verify_file(path: Path, ref: Reference, precision: str, thresholds: Thresholds | None = None,
                 *, num_threads: int | None = None) -> Verification:
-    from deeplab_edge.model.data import denormalize_np
-
-    pixels = denormalize_np(ref.images, ref.spec.mean, ref.spec.std)
-    scores, labels = run_file(path, pixels, num_threads=num_threads)
+    scores, labels = run_file(path, ref.pixels, num_threads=num_threads)
     return verify_outputs(scores, labels, ref, precision, thresholds or Thresholds())

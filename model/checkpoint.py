@@ -104,12 +104,12 @@ def _refuse_unsafe_h5(path: Path) -> None:
     except OSError as e:
         raise UserError(f"Cannot open {path} as an HDF5 checkpoint: {e}.") from None
     if config is None:
-        raise UserError(f"{path} holds weights only (no model config). Load it with --backbone-weights, "
+        raise UserError(f"{path} holds weights only (no model config). Load it with `backbone_weights`, "
                         "or pass a full .keras checkpoint.")
     text = config.decode() if isinstance(config, bytes) else str(config)
     if '"class_name": "Lambda"' in text:
         raise UserError(f"{path} contains a Lambda layer, which needs unsafe deserialisation of Python code. "
-                        "Refusing to load it; rebuild the model without Lambda layers, or pass --unsafe if you "
+                        "Refusing to load it; rebuild the model without Lambda layers, or pass `unsafe` if you "
                         "trust the file.")
 
 
@@ -121,7 +121,8 @@ def load_checkpoint(path: str | Path, *, compile: bool = False, options=None):
     tf-keras wrapper at a static input size (`foreign.load_foreign`, `options`: a `foreign.LoadOptions`).
     `compile=True` also restores the optimizer and its state (for resuming training).
     """
-    from .foreign import LoadOptions, custom_objects_from, detect_kind, load_error, load_foreign
+    from .foreign import LoadOptions, load_foreign
+    from .model_file import custom_objects_from, detect_kind, load_error
 
     path = Path(path)
     options = options or LoadOptions()
@@ -146,7 +147,7 @@ def load_checkpoint(path: str | Path, *, compile: bool = False, options=None):
     if not zipfile.is_zipfile(path):  # HDF5
         info = read_info(path)
         if info is not None and info.extra.get("qat"):  # weights of a `train --qat-from` run
-            from .qat import load_qat
+            from .qat_graph import load_qat
 
             return load_qat(path, info), info
         if not options.unsafe:

@@ -8,12 +8,13 @@ from PIL import Image
 
 from deeplab_edge.errors import UserError
 from deeplab_edge.metrics import SegMetrics, confusion_matrix, metrics_from_confusion
+from deeplab_edge.runtime.kernels import normalise
 
-from .data import load_arrays, load_pair, normalize_np
+from .data import load_arrays, load_pair
 
 
 def predict_labels(model, images_uint8: np.ndarray, mean, std, batch_size: int = 8, to_labels=None) -> np.ndarray:
-    logits = model.predict(normalize_np(images_uint8, mean, std), batch_size=batch_size, verbose=0)
+    logits = model.predict(normalise(images_uint8, mean, std), batch_size=batch_size, verbose=0)
     return to_labels(logits) if to_labels is not None else logits.argmax(-1)
 
 
@@ -39,7 +40,7 @@ def evaluate_model(model, samples, class_names, size: tuple[int, int], mean, std
             cm += confusion_matrix(masks[i:i + 64], predict_labels(model, images[i:i + 64], mean, std, batch_size,
                                                                         to_labels), n)
         return metrics_from_confusion(cm, class_names)
-    from deeplab_edge.runtime.predictor import resize_bilinear
+    from deeplab_edge.runtime.kernels import resize_bilinear
 
     h, w = size
     chunks = range(0, len(samples), batch_size)
@@ -50,7 +51,7 @@ def evaluate_model(model, samples, class_names, size: tuple[int, int], mean, std
     for start in chunks:
         pairs = [load_pair(s, n) for s in samples[start:start + batch_size]]
         batch = np.stack([np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR)) for img, _ in pairs])
-        logits = model.predict(normalize_np(batch, mean, std), batch_size=batch_size, verbose=0)
+        logits = model.predict(normalise(batch, mean, std), batch_size=batch_size, verbose=0)
         for (_, mask), scores in zip(pairs, logits, strict=True):
             full = resize_bilinear(scores[None].astype(np.float32), mask.shape)[0]
             labels = to_labels(full[None])[0] if to_labels is not None else full.argmax(-1)

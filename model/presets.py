@@ -33,17 +33,17 @@ class DeepLabConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         object.__setattr__(self, "atrous_rates", tuple(int(v) for v in self.atrous_rates))
-        positive = {"--width": self.width, "--num-classes": self.num_classes,
-                    "low_level_channels": self.low_level_channels, "--output-stride": self.output_stride}
+        positive = {"`width`": self.width, "`num_classes`": self.num_classes,
+                    "`low_level_channels`": self.low_level_channels, "`output_stride`": self.output_stride}
         for flag, value in positive.items():
             if value < 1:
                 raise UserError(f"{flag} must be at least 1; received {value}.")
         if not self.alpha > 0:
-            raise UserError(f"--alpha (backbone width multiplier) must be positive, e.g. 0.35 or 1.0; received {self.alpha}.")
+            raise UserError(f"`alpha` (backbone width multiplier) must be positive, e.g. 0.35 or 1.0; received {self.alpha}.")
         if len(self.input_size) != 2 or min(self.input_size) < 1:
-            raise UserError(f"--input-size must be two positive numbers H W; received {self.input_size}.")
+            raise UserError(f"`input_size` must be two positive numbers H W; received {self.input_size}.")
         if any(r < 1 for r in self.atrous_rates):
-            raise UserError(f"--atrous-rates must be positive integers (e.g. 6 12 18), or none for no atrous "
+            raise UserError(f"`atrous_rates` must be positive integers (e.g. 6 12 18), or none for no atrous "
                             f"branches; received {list(self.atrous_rates)}.")
 
     @property

@@ -1,116 +1,125 @@
-"""Quantisation-aware fine-tuning (tensorflow-model-optimization on tf-keras).
+"""Quantisation-aware fine-tuning: a trained float checkpoint fine-tuned with fake int8 quantisation.
 
-`model.train.train_qat` takes a trained float checkpoint, folds every BatchNorm into the conv before it (BN
-statistics stay as trained), wraps that export graph (folded atrous branches) with tfmot's default 8-bit
-fake quantisation, fine-tunes it, and writes the best
-weights by validation mIoU as `best_qat.h5` with a model_info.json that marks them as QAT. Export
-loads them back (`load_qat`) and writes full-integer tflite_int8 through the usual pipeline.
-
-tfmot quantises Keras' own layer classes only, so the graph's native-dilation convs are rebuilt as
-plain Conv2D/DepthwiseConv2D (same weights; a dilated depthwise conv then reaches TFLite as
-SPACE_TO_BATCH_ND + DEPTHWISE_CONV_2D + BATCH_TO_SPACE_ND).
+The graph (BatchNorm folded into the convs, tfmot's default 8-bit fake quantisation) is `qat_graph`'s;
+this module runs the fine-tuning and writes best_qat.h5 (the best weights by validation mIoU),
+model_info.json (marked as QAT), log.csv and qat_result.json.
 """
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from deeplab_edge.errors import UserError
+from deeplab_edge.fileio import write_text_atomic
 
-from ._keras import keras
+from ._keras import keras, tf
+from .checkpoint import ModelInfo, load_checkpoint, write_info
+from .data import FolderDataset
+from .data_check import quick_scan, require_batch
+from .input_pipeline import file_pairs, input_error, make_tf_dataset
+from .model_file import detect_kind
+from .qat_graph import QAT_WEIGHTS, qat_graph, require_tfmot
+from .train import TrainSettings, adamw_cosine, compile_segmenter
 
-QAT_WEIGHTS = "best_qat.h5"
+
+@dataclass(frozen=True)
+class QatResult:
+    """What `train_qat` wrote and measured (also written as qat_result.json)."""
+
+    checkpoint: Path  # best_qat.h5: the best epoch's weights by validation mIoU
+    best_val_miou: float  # nan when no epoch was validated
+    start_val_miou: float  # fake int8, before fine-tuning
+    val_miou: tuple[float, ...]  # per epoch
+    seconds: float
+    source: str  # the float checkpoint fine-tuned, as given
+
+    def to_dict(self) -> dict:
+        return {"from": self.source, "start_val_miou": self.start_val_miou, "val_miou": list(self.val_miou),
+                "best_val_miou": self.best_val_miou, "seconds": self.seconds, "checkpoint": str(self.checkpoint)}
 
 
-def require_tfmot():
+def _float_checkpoint(checkpoint: str | Path, dataset: FolderDataset) -> tuple[keras.Model, ModelInfo]:
+    """(model, info) of a deeplab-edge float checkpoint that predicts `dataset`'s classes; anything else
+    (a Keras 3 model, a SavedModel, a checkpoint without info, a QAT one) is refused, saying what to use."""
+    kind = detect_kind(checkpoint)
+    if kind != "tf-keras":
+        what = "a Keras 3 model" if kind == "keras3" else "a SavedModel"
+        raise UserError(f"{checkpoint} is {what}; `qat_from` fine-tunes with tensorflow-model-optimization, which "
+                        "works on tf-keras models only. Recover int8 accuracy with `deeplab-edge export "
+                        "--auto-keep-float`, or export --formats tflite_int16x8.")
+    model, info = load_checkpoint(checkpoint)
+    if info is None:
+        raise UserError(f"{checkpoint} has no deeplab-edge model info; `qat_from` takes a checkpoint that "
+                        "`deeplab-edge train` wrote.")
+    if info.extra.get("qat"):
+        raise UserError(f"{checkpoint} is already quantisation-aware; pass the float checkpoint it came from.")
+    if dataset.num_classes != info.config.num_classes:
+        raise UserError(f"{checkpoint} predicts {info.config.num_classes} classes but {dataset.root} has "
+                        f"{dataset.num_classes}; pass `data` with the dataset it was trained on.")
+    return model, info
+
+
+def _qat_inputs(dataset: FolderDataset, settings: TrainSettings, info: ModelInfo):
+    """(training batches, validation batches, training pairs), the files scanned first; a dataset without
+    validation images is refused (the best epoch is kept by validation mIoU)."""
+    size = info.config.input_size
+    train = settings.train_samples(dataset)
+    if not dataset.val:
+        raise UserError(f"{dataset.root} has no validation images; QAT keeps the best epoch by validation mIoU.")
+    native = quick_scan(dataset, train + dataset.val, verbose=settings.verbose)
+    require_batch(len(train), settings.batch_size)
+    norm = {"mean": info.mean, "std": info.std}
+    n = dataset.num_classes
+    train_ds = make_tf_dataset(file_pairs(train, n, seed=settings.seed, cache=settings.cache, native=native[:len(train)]),
+                               size, batch_size=settings.batch_size, training=True, seed=settings.seed, **norm)
+    val_ds = make_tf_dataset(file_pairs(dataset.val, n, native=native[len(train):]), size,
+                             batch_size=settings.batch_size, training=False, **norm)
+    return train_ds, val_ds, train
+
+
+def _qat_info(info: ModelInfo, checkpoint: str | Path, settings: TrainSettings, per_tensor: bool) -> ModelInfo:
+    """The float checkpoint's info, marked as QAT (where from, epochs, per-tensor, learning rate)."""
+    return ModelInfo(config=info.config, class_names=info.class_names, preset=info.preset, mean=info.mean,
+                     std=info.std, extra={**info.extra, "qat": {"from": str(Path(checkpoint).resolve()),
+                                                                 "epochs": settings.epochs,
+                                                                 "per_tensor": per_tensor,
+                                                                 "learning_rate": settings.learning_rate}})
+
+
+def train_qat(checkpoint: str | Path, dataset: FolderDataset, out_dir: str | Path, settings: TrainSettings, *,
+              per_tensor: bool = False, progress=print) -> QatResult:
+    """Fine-tune `checkpoint` (a deeplab-edge float checkpoint) with fake int8 quantisation on `dataset`;
+    write best_qat.h5 (best validation mIoU), model_info.json, log.csv and qat_result.json. `per_tensor`:
+    one weight scale per tensor (default per channel); `progress` gets the starting mIoU line."""
+    require_tfmot()
+    out = Path(out_dir)
+    best = out / QAT_WEIGHTS
+    if best.exists():
+        raise UserError(f"{out} already holds a QAT run ({best}); choose another `out_dir`.")
+    model, info = _float_checkpoint(checkpoint, dataset)
+    keras.utils.set_random_seed(settings.seed)
+    train_ds, val_ds, train = _qat_inputs(dataset, settings, info)
+    steps = settings.epoch_steps(len(train))
+    qat = qat_graph(model, info.config, per_tensor=per_tensor)
+    compile_segmenter(qat, adamw_cosine(settings, steps), info.config.num_classes)
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        import tensorflow_model_optimization as tfmot
-    except ImportError:
-        raise UserError("Quantisation-aware training needs tensorflow-model-optimization: "
-                        "pip install 'deeplab-edge[train]' (it is pinned in constraints.txt).") from None
-    return tfmot
-
-
-def _plain(layer):
-    """A copy of `layer` as Keras' own class (tfmot knows only those), weights copied after cloning."""
-    from .layers import AtrousConv2D, AtrousDepthwiseConv2D
-
-    for ours, theirs in ((AtrousDepthwiseConv2D, keras.layers.DepthwiseConv2D), (AtrousConv2D, keras.layers.Conv2D)):
-        if isinstance(layer, ours):
-            return theirs.from_config(layer.get_config())
-    return layer.__class__.from_config(layer.get_config())
-
-
-def fold_batchnorm(model: keras.Model) -> keras.Model:
-    """The same function with every BatchNormalization that follows a Conv2D/DepthwiseConv2D folded into it
-    (kernel scaled per output channel, a bias added): the weights fake quantisation then sees are the
-    weights the int8 file holds, whose per-tensor range folding changes."""
-    config = model.get_config()
-    layers = {entry["name"]: entry for entry in config["layers"]}
-    consumers: dict[str, int] = {}
-    for entry in config["layers"]:
-        for node in entry["inbound_nodes"]:
-            for inbound in node:
-                consumers[inbound[0]] = consumers.get(inbound[0], 0) + 1
-    folded: dict[str, str] = {}  # BN name -> conv name
-    for entry in config["layers"]:
-        nodes = entry["inbound_nodes"]
-        if entry["class_name"] != "BatchNormalization" or len(nodes) != 1 or len(nodes[0]) != 1:
-            continue
-        source = layers[nodes[0][0][0]]
-        conv = model.get_layer(source["name"])
-        if isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and consumers.get(source["name"]) == 1:
-            folded[entry["name"]] = source["name"]
-            source["config"]["use_bias"] = True
-    config["layers"] = [entry for entry in config["layers"] if entry["name"] not in folded]
-    for entry in config["layers"]:
-        for node in entry["inbound_nodes"]:
-            for inbound in node:
-                inbound[0] = folded.get(inbound[0], inbound[0])
-    for out in config["output_layers"]:
-        out[0] = folded.get(out[0], out[0])
-    from .layers import CUSTOM_OBJECTS
-
-    result = keras.Model.from_config(config, custom_objects=CUSTOM_OBJECTS)
-    convs = {conv: bn for bn, conv in folded.items()}
-    for layer in result.layers:
-        if layer.name in convs:
-            bn = model.get_layer(convs[layer.name])
-            gamma, beta, mean, var = bn.get_weights()
-            scale = gamma / np.sqrt(var + bn.epsilon)
-            kernel, *bias = model.get_layer(layer.name).get_weights()
-            shape = (1, 1, *kernel.shape[2:]) if isinstance(layer, keras.layers.DepthwiseConv2D) else (1, 1, 1, -1)
-            old_bias = bias[0] if bias else 0.0
-            layer.set_weights([kernel * scale.reshape(shape), beta + (old_bias - mean) * scale])
-        elif layer.weights:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
+        start = qat.evaluate(val_ds, verbose=0, return_dict=True)["miou"]
+        progress(f"QAT start (fake int8, before fine-tuning): val mIoU {100 * start:.1f}%")
+        t0 = time.perf_counter()
+        hist = qat.fit(train_ds.repeat(), epochs=settings.epochs, steps_per_epoch=steps, validation_data=val_ds,
+                       verbose=settings.verbose, callbacks=[
+                           keras.callbacks.ModelCheckpoint(str(best), monitor="val_miou", mode="max",
+                                                           save_best_only=True, save_weights_only=True, verbose=0),
+                           keras.callbacks.CSVLogger(str(out / "log.csv"))])
+    except tf.errors.OpError as e:
+        raise input_error(e, dataset, train + dataset.val) from None
+    seconds = time.perf_counter() - t0
+    write_info(out, _qat_info(info, checkpoint, settings, per_tensor))
+    vals = tuple(float(v) for v in hist.history.get("val_miou", []))
+    result = QatResult(best, max(vals) if vals else float("nan"), float(start), vals, seconds, str(checkpoint))
+    write_text_atomic(out / "qat_result.json", json.dumps(result.to_dict(), indent=2))
     return result
-
-
-def qat_graph(model, config, *, per_tensor: bool = False) -> keras.Model:
-    """`model`'s export graph (exact folding) with BatchNorm folded into the convs and fake int8 quantisation; weights per
-    channel (default) or, `per_tensor`, one scale per tensor as the int8 file will have them."""
-    from .deeplab import rebuild
-
-    tfmot = require_tfmot()
-    graph = rebuild(model, config, fold_atrous=True, native_dilation=False)
-    plain = keras.models.clone_model(graph, clone_function=_plain)
-    for layer in plain.layers:
-        layer.set_weights(graph.get_layer(layer.name).get_weights())
-    plain = fold_batchnorm(plain)
-    scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(disable_per_axis=per_tensor)
-    return tfmot.quantization.keras.quantize_apply(tfmot.quantization.keras.quantize_annotate_model(plain), scheme)
-
-
-def load_qat(path: Path, info) -> keras.Model:
-    """The QAT model of a `train --qat-from` run: rebuilt from its info, weights from `path`."""
-    from .deeplab import build_deeplabv3plus
-
-    model = qat_graph(build_deeplabv3plus(info.config), info.config, per_tensor=bool(info.extra["qat"].get("per_tensor")))
-    try:
-        model.load_weights(str(path))
-    except (OSError, ValueError) as e:
-        raise UserError(f"Cannot load the QAT weights {path}: {e}. Re-run `deeplab-edge train --qat-from`.") from None
-    return model

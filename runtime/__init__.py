@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from .backends import Backend, TensorInfo, open_backend
 from .files import check_model_file
+from .folders import PredictSummary, predict_paths
 from .images import iter_images, load_image, scan_images
 from .inspect import Contract, inspect_file
 from .metadata import METADATA_KEY, ModelMetadata
-from .predict import PredictSummary, predict_paths
 from .predictor import Predictor, load_predictor
-from .timing import TimingSummary
+from .stages import TimingSummary
 from .visualize import mask_image, overlay_image
 
 __all__ = [

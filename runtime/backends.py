@@ -65,7 +65,7 @@ def check_threads(num_threads: int | None) -> int:
     if num_threads is None:
         return default_threads()
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
-        raise UserError(f"--threads must be a positive integer; received {num_threads!r}.")
+        raise UserError(f"`num_threads` must be a positive integer; received {num_threads!r}.")
     return int(num_threads)
 
 
@@ -123,13 +123,13 @@ def open_backend(path: str | Path, *, backend: str | None = None, num_threads: i
             except UserError as e:
                 why = f"the GPU path is not available: {e}"
             b = open_backend(path, backend=backend, num_threads=num_threads, output=output, device="cpu")
-            b.notes = (*b.notes, f"--device auto: on the CPU, as {why}")
+            b.notes = (*b.notes, f"`device` auto: on the CPU, as {why}")
             return b
     wanted = parse_providers(providers)
     if kind == "tflite":
         if any(p != PROVIDERS["cpu"] for p in wanted):
-            raise UserError(f"--providers {','.join(wanted)} applies to .onnx files only; {path.name} runs on "
-                            "LiteRT (XNNPACK on the CPU, --device gpu for its GPU accelerator). Drop --providers "
+            raise UserError(f"`providers` {','.join(wanted)} applies to .onnx files only; {path.name} runs on "
+                            "LiteRT (XNNPACK on the CPU, `device` gpu for its GPU accelerator). Drop `providers` "
                             "or use the .onnx file.")
         if device == "gpu":
             from .gpu import LiteRTGpuBackend

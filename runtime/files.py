@@ -32,7 +32,7 @@ _MAGIC = (
 )
 
 
-def normalize_backend(backend: str | None) -> str | None:
+def canonical_backend(backend: str | None) -> str | None:
     """'tflite'/'litert' -> 'tflite', 'onnx'/'onnxruntime' -> 'onnx'; None stays None."""
     if backend is None:
         return None
@@ -49,7 +49,7 @@ def check_model_file(path: str | Path, backend: str | None = None) -> str:
     content must agree with it.
     """
     path = Path(path)
-    want = normalize_backend(backend)
+    want = canonical_backend(backend)
     if not path.exists():
         raise ModelFileError(f"Model file {path} does not exist; pass the path of a .tflite or .onnx file.")
     if path.is_dir():
@@ -67,7 +67,7 @@ def check_model_file(path: str | Path, backend: str | None = None) -> str:
         if found in KINDS:
             return _check(buf, found, path)
         raise ModelFileError(f"Cannot tell the kind of model file {path} (suffix {path.suffix!r}, content: "
-                        f"{_describe(buf, found)}); use a .tflite or .onnx file, or pass --backend tflite|onnx.")
+                        f"{_describe(buf, found)}); use a .tflite or .onnx file, or pass `backend` tflite|onnx.")
     if found == want or found is None:
         # found is None for a file too damaged to recognise: the structural check names the problem.
         return _check(buf, want, path)
@@ -106,7 +106,7 @@ def _a(kind: str) -> str:
 def _wrong_kind(path: Path, want: str, found: str) -> NoReturn:
     what = {"tflite": "a TFLite flatbuffer", "onnx": "an ONNX model (protobuf)"}[found]
     raise ModelFileError(f"{path} is {what}, not {_a(want)} {_kind_name(want)}; rename it to "
-                    f"{KINDS[found]} or pass --backend {found}.")
+                    f"{KINDS[found]} or pass `backend` {found}.")
 
 
 def _looks_like_text(buf: bytes) -> bool:

@@ -143,7 +143,7 @@ class LiteRTGpuBackend:
         _replay_unless_quiet(text)
         if error is not None:
             raise UserError(f"LiteRT's GPU accelerator cannot run {self.path} on its own: {_reason(text, error)}. "
-                            "Run it on the CPU (--device cpu), or export a file without those ops.")
+                            "Run it on the CPU (`device` cpu), or export a file without those ops.")
         adapter = (_ADAPTER.findall(text) or ["unnamed adapter (LiteRT logged none)"])[0].strip()
         if not fully:
             self.close()

@@ -20,7 +20,8 @@ from deeplab_edge.errors import UserError
 
 from .backends import Backend, open_backend
 from .files import onnx_op_counts
-from .predictor import Predictor, UnknownNormalisation, resolve_metadata
+from .predictor import Predictor
+from .resolve import UnknownNormalisation, resolve_metadata
 from .tensors import TensorInfo
 
 
@@ -162,7 +163,7 @@ def _input_text(t: TensorInfo, layout: str, pixels: bool | None, mean, std, size
     hw = f"{size[0]}x{size[1]}" if size else "its size"
     order = "(N, 3, H, W) channels first" if layout == "NCHW" else "(N, H, W, 3)"
     if pixels is None:
-        return (f"{np.dtype(t.dtype).name} {order}; its normalisation is not stated in the file (pass --mean/--std "
+        return (f"{np.dtype(t.dtype).name} {order}; its normalisation is not stated in the file (pass `mean`/`std` "
                 "to predict and bench)")
     if pixels:
         return (f"RGB uint8 pixels 0..255 as they are, resized to {hw}, {order}: the file normalises them "

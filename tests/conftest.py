@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+TINY_NORM = ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5))  # the tiny models' mean, std (pixels)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -61,7 +63,7 @@ def exported(trained_tiny, synthetic_folder, tmp_path_factory):
     report = export_checkpoint(run_dir / "best.keras", out, name="tiny", data=synthetic_folder, eval_images=16,
                                calibration_count=32, progress=lambda m: None)
     model, info = load_checkpoint(run_dir / "best.keras")
-    _, vx, vy = calibration_and_verification(scan_folder(synthetic_folder), (64, 64), [], None, 16)
+    _, vx, vy = calibration_and_verification(scan_folder(synthetic_folder), (64, 64), [], None, 16, *TINY_NORM)
     return report, model, info, vx, vy
 
 

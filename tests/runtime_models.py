@@ -82,13 +82,18 @@ def _randomize(model, images: np.ndarray, seed: int = 0) -> None:
         layer.momentum = 0.99
 
 
-def normalized_photos(size: tuple[int, int]) -> np.ndarray:
+def normalised_photos(size: tuple[int, int]) -> np.ndarray:
     """The photos resized (Pillow bilinear, as in training) and normalised with MEAN/STD, NHWC float32."""
     from PIL import Image
 
     h, w = size
     x = np.stack([np.asarray(Image.fromarray(p).resize((w, h), Image.BILINEAR)) for p in photos().values()])
     return (x.astype(np.float32) - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
+
+
+def run_normalised(predictor, x: np.ndarray) -> np.ndarray:
+    """The file's decoded output for normalised float32 NHWC images (bypassing the pixel pre-processing)."""
+    return predictor.decode(predictor.run(predictor._to_model_input(x)))
 
 
 def _build(root: Path) -> RuntimeModels:
@@ -107,7 +112,7 @@ def _build(root: Path) -> RuntimeModels:
     tf.random.set_seed(0)
     model = build_deeplabv3plus(cfg)
     h, w = cfg.input_size
-    calib = normalized_photos((h, w))
+    calib = normalised_photos((h, w))
     _randomize(model, calib)
     meta = ModelMetadata(class_names=CLASS_NAMES, input_size=(h, w), mean=MEAN, std=STD, preset="tiny",
                          variant="tflite_fp32", version="test", config=cfg.to_dict())

@@ -3,7 +3,7 @@
 Fast: the runtime's code makes no x86 assumption (static scan), and `benchmarks/sysinfo.py` names Arm
 CPUs and their int8 features from Arm /proc/cpuinfo texts, including the ones the emulated check writes.
 Slow: `deeplab-edge predict` under qemu-user (an aarch64 Debian 12 Python with the core install's aarch64
-wheels, built once by `benchmarks/aarch64_check.py` under ~/.cache/deeplab-edge/aarch64) gives the x86
+wheels, built once by `deeplab_edge.benchmarks.aarch64` under ~/.cache/deeplab-edge/aarch64) gives the x86
 masks; skipped with the reason when that environment cannot be built (no qemu, apt-get or network).
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deeplab_edge.benchmarks import aarch64_check as ac
+from deeplab_edge.benchmarks import aarch64 as ac
 from deeplab_edge.benchmarks import sysinfo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def test_runtime_code_makes_no_x86_assumption():
 
 
 @pytest.mark.parametrize("cpu, hwcap, model, isa, int8", [
-    # AT_HWCAP values qemu 7.2 gives these CPUs (read in the guest by aarch64_check).
+    # AT_HWCAP values qemu 7.2 gives these CPUs (read in the guest by the aarch64 check).
     ("cortex-a72", 2299, "Cortex-A72", "NEON", "NEON only"),
     ("cortex-a76", 0x119FFB, "Cortex-A76", "NEON+FP16+DOTPROD", "dot product (sdot, asimddp)"),
     ("neoverse-n1", 0x119FFB, "Neoverse-N1", "NEON+FP16+DOTPROD", "dot product (sdot, asimddp)"),

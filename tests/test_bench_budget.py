@@ -9,7 +9,7 @@ import pytest
 from deeplab_edge.benchmarks.budget import Budget, check_budget, format_violations, load_budget
 from deeplab_edge.benchmarks.results import BenchReport, BenchRow
 from deeplab_edge.errors import UserError
-from deeplab_edge.runtime.timing import latency_stats
+from deeplab_edge.runtime.stages import latency_stats
 
 
 def lat(p50_ms: float):

@@ -9,7 +9,7 @@ import pytest
 from deeplab_edge.benchmarks.report import to_markdown, to_terminal, write_markdown
 from deeplab_edge.benchmarks.results import BenchReport, BenchRow, add_miou_drop, load_report
 from deeplab_edge.errors import UserError
-from deeplab_edge.runtime.timing import latency_stats
+from deeplab_edge.runtime.stages import latency_stats
 
 MACHINE = {
     "cpu_model": "AMD EPYC 7B13",

@@ -18,8 +18,8 @@ from deeplab_edge.benchmarks.timing import (
     time_pipeline,
 )
 from deeplab_edge.errors import UserError
-from deeplab_edge.runtime.timing import LatencyStats, latency_stats, percentile
-from deeplab_edge.runtime.timing import stage_stats as summarize
+from deeplab_edge.runtime.stages import LatencyStats, latency_stats, percentile
+from deeplab_edge.runtime.stages import stage_stats as summarize
 
 
 def test_latency_stats_known_numbers_match_numpy():

@@ -133,7 +133,9 @@ def _iterate(ds):
 
 
 def test_file_pairs_stream_each_file_at_its_own_size_shard_and_cache(tmp_path, arrays):
-    from deeplab_edge.model.data import cache_key, check_dataset, file_pairs, load_pair
+    from deeplab_edge.model.data import load_pair
+    from deeplab_edge.model.data_check import check_dataset
+    from deeplab_edge.model.input_pipeline import cache_key, file_pairs
 
     x, y = arrays
     root = write_folder(x, y, tmp_path / "d", layout="plain")
@@ -173,7 +175,7 @@ def test_file_pairs_stream_each_file_at_its_own_size_shard_and_cache(tmp_path, a
 
 
 def test_training_batches_come_from_the_original_resolution(tmp_path):
-    from deeplab_edge.model.data import array_pairs, make_tf_dataset
+    from deeplab_edge.model.input_pipeline import array_pairs, make_tf_dataset
 
     # A 200x120 image of vertical stripes, mask = stripe or not. Scale 0.5 of the 128x128 model size: one
     # resample of the original to 64x64 in the corner of the crop; the rest is padding (ignore label, mean).
@@ -201,9 +203,10 @@ def test_training_names_a_bad_file_before_and_during_training(tmp_path, arrays):
 
     import tensorflow as tf
 
-    from deeplab_edge.model.data import check_dataset, data_error, file_pairs
+    from deeplab_edge.model.data_check import check_dataset
+    from deeplab_edge.model.input_pipeline import data_error, file_pairs, input_error
     from deeplab_edge.model.presets import get_preset
-    from deeplab_edge.model.train import TrainSettings, _input_error, train
+    from deeplab_edge.model.train import TrainSettings, train
 
     x, y = arrays
     y = y.copy()
@@ -235,6 +238,6 @@ def test_training_names_a_bad_file_before_and_during_training(tmp_path, arrays):
     with pytest.raises(tf.errors.InvalidArgumentError) as e:
         _iterate(file_pairs(ds.train, 4, native=native[:len(ds.train)]))
     assert data_error(e.value) is None
-    err = _input_error(e.value, ds, samples)
+    err = input_error(e.value, ds, samples)
     assert isinstance(err, UserError)
     assert re.search(r"(?s)1 problem\(s\).*img_0006\.jpg.*Is it truncated", str(err))  # load_image's words

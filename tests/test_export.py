@@ -87,7 +87,7 @@ def test_refuses_overwrite_without_force(exported, trained_tiny):
     from deeplab_edge.export.pipeline import export_all
 
     report, model, info, vx, vy = exported
-    with pytest.raises(UserError, match="--force"):
+    with pytest.raises(UserError, match="`force`"):
         export_all(model, info, report.out_dir, name="tiny", formats=["tflite_fp32"], verify_images=vx,
                    verify_masks=vy, progress=lambda m: None)
 
@@ -126,15 +126,38 @@ def test_interrupted_conversion_leaves_no_file(exported, tmp_path, monkeypatch):
 
 
 def test_refused_options_and_typos_before_work():
-    from deeplab_edge.export.formats import check_options, resolve_formats
+    from deeplab_edge.export.formats import resolve_formats
+    from deeplab_edge.export.options import ExportOptions
 
     with pytest.raises(UserError, match=r"Did you mean: tflite_int8"):
         resolve_formats(["tflite_int"])
-    with pytest.raises(UserError, match=r"'io_type'.*applies to tflite_int8 only"):
-        check_options(resolve_formats(["onnx_fp32", "tflite_fp16"]), {"io_type": "uint8"})
-    with pytest.raises(UserError, match="'opset'.*applies to onnx_fp32, onnx_int8 only"):
-        check_options(resolve_formats(["tflite_fp32"]), {"opset": 13})
-    check_options(resolve_formats(["tflite_int8"]), {"io_type": "uint8", "calibration_count": 5})
+    with pytest.raises(UserError, match=r"`io_type`.*applies to tflite_int8 only"):
+        ExportOptions(io_type="uint8").check(resolve_formats(["onnx_fp32", "tflite_fp16"]))
+    with pytest.raises(UserError, match="`opset`.*applies to onnx_fp32, onnx_int8 only"):
+        ExportOptions(opset=13).check(resolve_formats(["tflite_fp32"]))
+    ExportOptions(io_type="uint8", calibration_count=5).check(resolve_formats(["tflite_int8"]))
+    with pytest.raises(UserError, match=r"Unknown export option 'io_typ'.*Did you mean: io_type"):
+        ExportOptions.from_mapping({"io_typ": "uint8"})
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags():
+    import argparse
+
+    from deeplab_edge.commands._flags import as_flags
+    from deeplab_edge.export.formats import resolve_formats
+    from deeplab_edge.export.options import ExportOptions
+
+    with pytest.raises(UserError) as e:
+        ExportOptions(calibration_count=0).check(resolve_formats(["tflite_int8"]))
+    assert "`calibration_count` must be positive" in str(e.value)
+    p = argparse.ArgumentParser()
+    p.add_argument("--calibration-images", dest="calibration_count")
+    p.add_argument("--pixel-input", dest="pixel_input", action="store_true")
+    p.add_argument("--no-pixel-input", dest="pixel_input", action="store_false")
+    p.add_argument("--threads")
+    assert as_flags(str(e.value), p).startswith("--calibration-images must be positive")
+    assert as_flags("use `pixel_input=False`, `num_threads` and `unknown`", p) == \
+        "use --no-pixel-input, --threads and `unknown`"
 
 
 def test_calibration_errors(synthetic_folder, tmp_path):
@@ -144,22 +167,23 @@ def test_calibration_errors(synthetic_folder, tmp_path):
 
     ds = scan_folder(synthetic_folder)
     with pytest.raises(UserError, match=r"Asked for 500 calibration images but .* has only 80"):
-        calibration_from_dataset(ds, (64, 64), 500)
+        calibration_from_dataset(ds, (64, 64), 500, mean=(0.0,) * 3, std=(1.0,) * 3)
     x, y = synthetic_arrays(3, 64)
     empty = write_folder(x, y, tmp_path / "d", layout="plain", val_count=3)
     (empty / "train.txt").write_text("")
     with pytest.raises(UserError, match="No training images|calibration set is empty"):
-        calibration_from_dataset(scan_folder(empty), (64, 64), 10)
+        calibration_from_dataset(scan_folder(empty), (64, 64), 10, mean=(0.0,) * 3, std=(1.0,) * 3)
 
 
 def test_uint8_io_int8_tflite(exported, tmp_path):
     from deeplab_edge.export.calibration import Calibration
+    from deeplab_edge.export.options import ExportOptions
     from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.runtime.predictor import load_predictor
 
     _, model, info, vx, vy = exported
-    rep = export_all(model, info, tmp_path, name="u", formats=["tflite_int8"], options={"io_type": "uint8"},
-                     calibration=Calibration(vx, "val"), verify_images=vx, verify_masks=vy, progress=lambda m: None,
+    rep = export_all(model, info, tmp_path, name="u", formats=["tflite_int8"], options=ExportOptions(io_type="uint8"),
+                     calibration=Calibration(vx, "val", info.mean, info.std), verify_images=vx, verify_masks=vy, progress=lambda m: None,
                      head="labels")
     f = rep.files[0]
     pred = load_predictor(f.path)

@@ -175,7 +175,7 @@ def test_nchw_onnx_two_outputs(tmp_path, photo):
 
 def test_dynamic_size_onnx_needs_input_size(tmp_path, photo):
     path = matting_onnx(tmp_path / "dynamic.onnx", dynamic=True)
-    with pytest.raises(UserError, match=r"its input size \(--input-size H W"):
+    with pytest.raises(UserError, match=r"its input size \(`input_size` H W"):
         load_predictor(path, mean=[0] * 3, std=[255] * 3)
     pred = load_predictor(path, mean=[0] * 3, std=[255] * 3, input_size=(48, 40))
     x = np.asarray(Image.fromarray(photo).resize((40, 48), Image.BILINEAR)).astype(np.float32) / 255.0
@@ -237,7 +237,7 @@ def test_malformed_standard_metadata_is_a_clear_error(tmp_path):
 def test_resample_like_mediapipe(tmp_path, photo):
     """--resample mediapipe: input sampled at x * in / out (no half-pixel, no antialias), 3-class scores
     upsampled with aligned corners before the argmax. Checked against the same maths in float64."""
-    from deeplab_edge.runtime.predictor import sample_like_mediapipe, upsample_like_mediapipe
+    from deeplab_edge.runtime.kernels import sample_like_mediapipe, upsample_like_mediapipe
 
     img = photo[:300, :451]  # odd sizes: fractional sample positions
     small = sample_like_mediapipe(img, (SIZE, SIZE))

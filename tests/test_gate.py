@@ -20,9 +20,8 @@ from deeplab_edge.benchmarks.gate import (
     judge,
     parse_slowdown,
     time_paired,
-    to_junit,
-    to_markdown,
 )
+from deeplab_edge.benchmarks.gate_report import to_junit, to_markdown
 from deeplab_edge.errors import UserError
 
 
@@ -127,7 +126,7 @@ def test_stored_baseline_gates_accuracy_and_latency_only_on_the_same_machine(exp
                                                                               capsys):
     import dataclasses
 
-    from deeplab_edge.benchmarks.gate import gate_stored
+    from deeplab_edge.benchmarks.gate_stored import gate_stored
     from deeplab_edge.benchmarks.results import load_report
     from deeplab_edge.cli import main
 

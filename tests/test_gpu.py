@@ -40,8 +40,8 @@ def test_gpu_masks_equal_the_cpu_masks(files, fmt, min_agreement):
     b = np.concatenate([m.ravel() for m in gpu.predict(images)])
     assert a.shape == b.shape
     assert np.mean(a == b) >= min_agreement, (fmt, np.mean(a == b))
-    raw_cpu = cpu.backend.run(cpu.prepare(images[:1])[0])
-    raw_gpu = gpu.backend.run(gpu.prepare(images[:1])[0])
+    raw_cpu = cpu.run(cpu.prepare(images[:1])[0])
+    raw_gpu = gpu.run(gpu.prepare(images[:1])[0])
     assert np.abs(raw_cpu - raw_gpu).max() < 1e-3 * max(1.0, float(np.abs(raw_cpu).max()))
 
 

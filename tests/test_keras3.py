@@ -71,7 +71,7 @@ def test_kinds_are_read_from_content_not_suffix(keras3_models, tmp_path):
     import shutil
 
     from deeplab_edge.errors import UserError
-    from deeplab_edge.model.foreign import detect_kind
+    from deeplab_edge.model.model_file import detect_kind
 
     assert detect_kind(keras3_models["keras3"]) == "keras3"
     assert detect_kind(keras3_models["saved"]) == "savedmodel"
@@ -147,7 +147,7 @@ def test_unsafe_and_unknown_classes_are_one_line(keras3_models, synthetic_folder
             "class MyConv(keras.layers.Conv2D):\n    pass\n")
     module = tmp_path / "layers.py"
     module.write_text(code)
-    from deeplab_edge.model.foreign import custom_objects_from
+    from deeplab_edge.model.model_file import custom_objects_from
 
     MyConv = custom_objects_from(module)["MyConv"]
     inp = keras.Input((SIZE, SIZE, 3))
@@ -205,9 +205,9 @@ def test_keras_hub_segmenter_says_its_preprocessing(tmp_path):
     """A keras-hub DeepLabV3ImageSegmenter (tiny ResNet, random weights): mean/std from its image converter's
     scale and offset, the size from its image_size, logits, no flags."""
     keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (pip install keras-hub)")
-    from deeplab_edge.benchmarks.keras_hub_compare import hub_segmenter
     from deeplab_edge.export.spec import model_spec
     from deeplab_edge.model.checkpoint import load_checkpoint
+    from deeplab_edge.model.keras_hub_deeplab import hub_segmenter
 
     path = tmp_path / "hub.keras"
     hub_segmenter(keras_hub, 48, 3).save(path)
@@ -224,7 +224,7 @@ def test_keras_hub_deeplabv3_resnet50_exports_verifies_and_benches(synthetic_fol
     """keras-hub's DeepLabV3ImageSegmenter on ResNet50 (random weights, 256 px): saved, exported to the default
     formats with no flags, every file verified, and benched with the Keras 3 reference row."""
     keras_hub = pytest.importorskip("keras_hub", reason="keras-hub is not installed (pip install keras-hub)")
-    from deeplab_edge.benchmarks.keras_hub_compare import hub_segmenter
+    from deeplab_edge.model.keras_hub_deeplab import hub_segmenter
 
     path = tmp_path / "deeplabv3_resnet50.keras"
     model = hub_segmenter(keras_hub, 256, 4, resnet50=True)

@@ -17,6 +17,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 import runtime_models as rm  # noqa: E402
+from conftest import TINY_NORM
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +60,7 @@ def int8_io(trained_tiny, synthetic_folder, tmp_path_factory) -> Path:
     refuses int8 inputs)."""
     from deeplab_edge.export.calibration import calibration_and_verification
     from deeplab_edge.export.formats import resolve_formats
+    from deeplab_edge.export.options import ExportOptions
     from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.model.checkpoint import load_checkpoint
     from deeplab_edge.model.data import scan_folder
@@ -66,9 +68,9 @@ def int8_io(trained_tiny, synthetic_folder, tmp_path_factory) -> Path:
     run_dir, _ = trained_tiny
     model, info = load_checkpoint(run_dir / "best.keras")
     formats = resolve_formats(["tflite_int8"])
-    calib, vx, vy = calibration_and_verification(scan_folder(synthetic_folder), (64, 64), formats, 32, 16)
+    calib, vx, vy = calibration_and_verification(scan_folder(synthetic_folder), (64, 64), formats, 32, 16, *TINY_NORM)
     out = tmp_path_factory.mktemp("int8_io")
-    report = export_all(model, info, out, name="tiny", formats=["tflite_int8"], options={"io_type": "int8"},
+    report = export_all(model, info, out, name="tiny", formats=["tflite_int8"], options=ExportOptions(io_type="int8"),
                         calibration=calib, verify_images=vx, verify_masks=vy, progress=lambda m: None,
                         checkpoint=run_dir / "best.keras")
     return report.files[0].path
@@ -129,7 +131,7 @@ def test_mediapipe_runs_pixel_input_files_with_logits_at_stride(mediapipe_python
     _, model, info, vx, vy = exported
     formats = ["tflite_fp32", "tflite_int8"]
     calib, _, _ = calibration_and_verification(scan_folder(synthetic_folder), (64, 64), resolve_formats(formats),
-                                               32, 16)
+                                               32, 16, *TINY_NORM)
     report = export_all(model, info, tmp_path / "files", name="ps", formats=formats, calibration=calib,
                         verify_images=vx, verify_masks=vy, progress=lambda m: None, pixel_input=True,
                         logits_at="stride")

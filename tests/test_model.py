@@ -83,9 +83,9 @@ def test_separable_edge_is_much_cheaper_than_plain():
 
 
 def test_backbone_weights_load_by_name(tmp_path):
+    from deeplab_edge.model.backbone_weights import load_backbone_weights
     from deeplab_edge.model.deeplab import build_deeplabv3plus
     from deeplab_edge.model.presets import get_preset
-    from deeplab_edge.model.train import load_backbone_weights
 
     cfg = get_preset("tiny").config
     src = build_deeplabv3plus(cfg)
@@ -106,9 +106,9 @@ def test_keras_applications_backbones_load_by_name_with_identical_features(backb
     """A keras.applications model saved with random weights (and random BatchNorm statistics) loads into
     our backbone with every backbone layer matched, and computes the same backbone features."""
     from deeplab_edge.model._keras import keras
+    from deeplab_edge.model.backbone_weights import load_backbone_weights
     from deeplab_edge.model.deeplab import build_deeplabv3plus
     from deeplab_edge.model.presets import get_preset
-    from deeplab_edge.model.train import load_backbone_weights
 
     size = 64
     ref = getattr(keras.applications, app)(weights=None, include_top=False, input_shape=(size, size, 3))
@@ -143,24 +143,24 @@ def test_backbone_weights_imagenet_uses_keras_cache_and_offline_names_the_file(t
     """`--backbone-weights imagenet` takes keras.applications' file from keras' cache; without it and without
     a network, the error names the file and where to get it."""
     from deeplab_edge.errors import UserError
-    from deeplab_edge.model import train as train_mod
+    from deeplab_edge.model import backbone_weights
     from deeplab_edge.model._keras import keras
     from deeplab_edge.model.presets import get_preset
 
     cfg = get_preset("edge").config
-    name, url = train_mod.imagenet_file(cfg)
+    name, url = backbone_weights.imagenet_file(cfg)
     assert name == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5" and url.endswith(name)
-    assert train_mod.imagenet_file(get_preset("resnet50").config)[0] == "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert backbone_weights.imagenet_file(get_preset("resnet50").config)[0] == "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
     def offline(*args, **kwargs):
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] "
                         "Temporary failure in name resolution")
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    with pytest.raises(UserError, match=rf"(?s)Cannot download .*{name}.*--backbone-weights FILE"):
-        train_mod.imagenet_weights(cfg)
+    with pytest.raises(UserError, match=rf"(?s)Cannot download .*{name}.*`backbone_weights` FILE"):
+        backbone_weights.imagenet_weights(cfg)
     monkeypatch.undo()
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     (tmp_path / "keras" / "models").mkdir(parents=True)
     keras.applications.MobileNetV2(weights=None, include_top=False, alpha=0.35, input_shape=(96, 96, 3)).save_weights(
         str(tmp_path / "keras" / "models" / name))
-    assert train_mod.imagenet_weights(cfg) == tmp_path / "keras" / "models" / name  # the cache, no network
+    assert backbone_weights.imagenet_weights(cfg) == tmp_path / "keras" / "models" / name  # the cache, no network

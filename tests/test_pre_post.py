@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import TINY_NORM
 from PIL import Image
 
 from deeplab_edge.runtime import load_predictor, open_backend
@@ -24,7 +25,7 @@ def pixel_stride(exported, synthetic_folder, tmp_path_factory):
     _, model, info, vx, vy = exported
     formats = ["tflite_fp32", "tflite_int8"]
     calib, _, _ = calibration_and_verification(scan_folder(synthetic_folder), (64, 64), resolve_formats(formats),
-                                               32, 16)
+                                               32, 16, *TINY_NORM)
     report = export_all(model, info, tmp_path_factory.mktemp("pixel_stride"), name="ps", formats=formats,
                         calibration=calib, verify_images=vx, verify_masks=vy, progress=lambda m: None,
                         pixel_input=True, logits_at="stride")
@@ -58,9 +59,9 @@ def test_pixel_input_files_take_uint8_and_verify(pixel_stride, exported):
     plain = load_predictor(next(f.path for f in exported[0].files if f.format == "tflite_fp32"))
     inside = load_predictor(files["tflite_fp32"])
     img = _photo(1, (64, 64))
-    low = inside.from_model_output(inside.backend.run(inside.prepare([img])[0]))
-    full = plain.from_model_output(plain.backend.run(plain.prepare([img])[0]))
-    from deeplab_edge.runtime.predictor import resize_bilinear
+    low = inside.decode(inside.run(inside.prepare([img])[0]))
+    full = plain.decode(plain.run(plain.prepare([img])[0]))
+    from deeplab_edge.runtime.kernels import resize_bilinear
 
     np.testing.assert_allclose(resize_bilinear(low, (64, 64)), full, atol=2e-3)
 
@@ -71,7 +72,7 @@ def test_labels_at_stride_are_the_low_resolution_argmax_resized_once(pixel_strid
     for fmt in ("tflite_int8", "tflite_fp32"):
         pred = load_predictor(files[fmt])
         raw = pred.backend.run(pred.prepare([img])[0])
-        scores = pred.from_model_output(raw)[0]
+        scores = pred.decode(raw)[0]
         low = scores.argmax(-1).astype(np.uint8)
         expected = np.asarray(Image.fromarray(low).resize(img.shape[1::-1], Image.NEAREST))
         (mask,) = pred.predict([img])
@@ -108,7 +109,7 @@ def test_bench_memory_does_not_follow_the_eval_set_and_cold_start_is_reported(pi
 
 def test_opencv_resampling_feeds_cv2_linear_and_is_refused_clearly_without_opencv(pixel_stride, monkeypatch):
     from deeplab_edge.errors import UserError
-    from deeplab_edge.runtime import predictor as P
+    from deeplab_edge.runtime import kernels as K
 
     cv2 = pytest.importorskip("cv2")
     _, files = pixel_stride
@@ -119,8 +120,8 @@ def test_opencv_resampling_feeds_cv2_linear_and_is_refused_clearly_without_openc
     assert sizes == [(150, 200)]
     slow = load_predictor(files["tflite_int8"])
     assert np.mean(fast.predict([img])[0] == slow.predict([img])[0]) > 0.9  # no antialiasing: close, not equal
-    P._cv2.cache_clear()
+    K.opencv.cache_clear()
     monkeypatch.setitem(__import__("sys").modules, "cv2", None)
     with pytest.raises(UserError, match=r"deeplab-edge\[opencv\]"):
         load_predictor(files["tflite_int8"], resample="opencv")
-    P._cv2.cache_clear()
+    K.opencv.cache_clear()

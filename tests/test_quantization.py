@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import TINY_NORM
 from PIL import Image
 
 from deeplab_edge.errors import UserError
@@ -21,7 +22,7 @@ def test_int16x8_activations_are_int16_and_the_file_verifies(exported, synthetic
     assert "tflite_int16x8" not in [f.name for f in resolve_formats(None)]  # not in the default six
     assert "tflite_int16x8" in [f.name for f in resolve_formats(["all"])]
     calib, _, _ = calibration_and_verification(scan_folder(synthetic_folder), (64, 64),
-                                               resolve_formats(["tflite_int16x8"]), 16, 4)
+                                               resolve_formats(["tflite_int16x8"]), 16, 4, *TINY_NORM)
     report = export_all(model, info, tmp_path, name="q", formats=["tflite_int16x8"], calibration=calib,
                         verify_images=vx, verify_masks=vy, progress=lambda m: None)
     (f,) = report.files
@@ -36,6 +37,7 @@ def test_int16x8_activations_are_int16_and_the_file_verifies(exported, synthetic
 
 def test_unlabeled_folder_calibrates_onnx_entropy_and_tflite(exported, synthetic_folder, tmp_path):
     from deeplab_edge.export.calibration import calibration_from_folder
+    from deeplab_edge.export.options import ExportOptions
     from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.export.verify import Thresholds
 
@@ -45,13 +47,13 @@ def test_unlabeled_folder_calibrates_onnx_entropy_and_tflite(exported, synthetic
     for i, p in enumerate(sorted((synthetic_folder / "JPEGImages").glob("*"))[:12]):
         Image.open(p).resize((80 + i, 70)).save(photos / f"p{i}.png")
     notes = []
-    calib = calibration_from_folder(photos, (64, 64), None, mean=info.mean, std=info.std, progress=notes.append)
-    assert len(calib) == 12 and calib.images.shape == (12, 64, 64, 3) and "all of them" in notes[0]
+    calib = calibration_from_folder(photos, (64, 64), None, mean=info.mean, std=info.std, note=notes.append)
+    assert len(calib) == 12 and calib.pixels.shape == (12, 64, 64, 3) and "all of them" in notes[0]
     # 12 small photos calibrating a 64 px model of 58% mIoU: drops of 0.1-2.1 pt were seen between training
     # runs (threads make each run's weights differ); the point here is that images without masks calibrate.
     report = export_all(model, info, tmp_path / "out", name="u", formats=["tflite_int8", "onnx_int8"],
                         calibration=calib, verify_images=vx, verify_masks=vy, progress=lambda m: None,
-                        options={"calibration_method": "entropy"}, thresholds=Thresholds(max_miou_drop=3.0))
+                        options=ExportOptions(calibration_method="entropy"), thresholds=Thresholds(max_miou_drop=3.0))
     assert all(f.verification.passed for f in report.files), report.table()
     with pytest.raises(UserError, match="has no image files"):
         calibration_from_folder(_empty(tmp_path), (64, 64), None, mean=info.mean, std=info.std)
@@ -66,13 +68,14 @@ def _empty(tmp_path):
 
 
 def test_calibration_method_is_an_onnx_int8_option():
-    from deeplab_edge.export.formats import check_options, resolve_formats
+    from deeplab_edge.export.formats import resolve_formats
+    from deeplab_edge.export.options import ExportOptions
 
     with pytest.raises(UserError, match="onnx_int8"):
-        check_options(resolve_formats(["tflite_int8"]), {"calibration_method": "entropy"})
+        ExportOptions(calibration_method="entropy").check(resolve_formats(["tflite_int8"]))
     with pytest.raises(UserError, match="minmax, percentile, entropy"):
-        check_options(resolve_formats(["onnx_int8"]), {"calibration_method": "kl"})
-    check_options(resolve_formats(["onnx_int8", "tflite_int8"]), {"calibration_method": "percentile"})
+        ExportOptions(calibration_method="kl").check(resolve_formats(["onnx_int8"]))
+    ExportOptions(calibration_method="percentile").check(resolve_formats(["onnx_int8", "tflite_int8"]))
 
 
 # --- per-layer error report and layers kept in float -------------------------------------------------------
@@ -83,14 +86,14 @@ def _tiny_calibration(synthetic_folder, formats, count=16):
     from deeplab_edge.model.data import scan_folder
 
     calib, _, _ = calibration_and_verification(scan_folder(synthetic_folder), (64, 64), resolve_formats(formats),
-                                               count, 4)
+                                               count, 4, *TINY_NORM)
     return calib
 
 
 def test_quant_report_ranks_every_quantised_tensor_by_name_keep_float_takes(exported, synthetic_folder, tmp_path):
     from deeplab_edge.export.keep_float import match_layers
+    from deeplab_edge.export.layer_report import checkpoint_report
     from deeplab_edge.export.onnx import onnx_layers
-    from deeplab_edge.export.pipeline import quant_report
     from deeplab_edge.export.spec import model_spec
     from deeplab_edge.export.tflite import calibrate_tflite, tflite_layers
 
@@ -98,7 +101,7 @@ def test_quant_report_ranks_every_quantised_tensor_by_name_keep_float_takes(expo
     calib = _tiny_calibration(synthetic_folder, ["tflite_int8"])
     spec = model_spec(model, info, None)
     for fmt in ("tflite_int8", "onnx_int8"):
-        report = quant_report(model, info, fmt, calib, spec, images=4)
+        report = checkpoint_report(model, info, fmt, calib, spec, images=4)
         assert len(report.layers) > 20 and report.images == 4
         sqnr = [e.sqnr_db for e in report.layers]
         assert sqnr == sorted(sqnr) and all(-50 < s <= 100 for s in sqnr)  # worst first, finite
@@ -109,7 +112,7 @@ def test_quant_report_ranks_every_quantised_tensor_by_name_keep_float_takes(expo
         assert f"`{report.layers[0].name.split(';')[0]}`"[:40] in paths[1].read_text()
         if fmt == "tflite_int8":
             assert all(e.rmse_scale is not None and 0 <= e.rmse_scale < 5 for e in report.layers)
-            from deeplab_edge.export.pipeline import export_graph
+            from deeplab_edge.export.graph import export_graph
 
             names = [n for n, _ in tflite_layers(calibrate_tflite(export_graph(model, info), calib))]
         else:
@@ -134,12 +137,13 @@ def test_quant_report_and_keep_float_cli(trained_tiny, synthetic_folder, tmp_pat
     assert (tmp_path / "qr" / "tflite_int8.json").exists() and (tmp_path / "qr" / "tflite_int8.md").exists()
     rc = main(["export", ckpt, "--data", str(synthetic_folder), "--out", str(tmp_path / "x"), "--formats",
                "tflite_fp32", "--keep-float", "aspp_proj"])
-    assert rc == 2 and "keep_float" in capsys.readouterr().err  # refused before work: no int8 format chosen
+    assert rc == 2 and "--keep-float" in capsys.readouterr().err  # refused before work: no int8 format chosen
 
 
 def test_kept_float_layers_are_float_in_both_files(exported, synthetic_folder, tmp_path):
     import onnx
 
+    from deeplab_edge.export.options import ExportOptions
     from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.export.tflite import tflite_layers
 
@@ -147,7 +151,7 @@ def test_kept_float_layers_are_float_in_both_files(exported, synthetic_folder, t
     calib = _tiny_calibration(synthetic_folder, ["tflite_int8", "onnx_int8"])
     report = export_all(model, info, tmp_path, name="k", formats=["tflite_int8", "onnx_int8"], calibration=calib,
                         verify_images=vx, verify_masks=vy, progress=lambda m: None,
-                        options={"keep_float": ["aspp_proj"]})
+                        options=ExportOptions(keep_float=["aspp_proj"]))
     assert all(f.verification.passed for f in report.files), report.table()
     tfl, onx = report.files
     assert tfl.fallback.kept and all("aspp_proj" in n for n in tfl.fallback.kept)
@@ -172,7 +176,7 @@ def test_kept_float_layers_are_float_in_both_files(exported, synthetic_folder, t
     assert made_by[convs[0].input[1]].op_type == "DequantizeLinear"  # the others are still int8 QDQ
     with pytest.raises(UserError, match="matches no layer.*Did you mean"):
         export_all(model, info, tmp_path / "bad", name="k", formats=["tflite_int8"], calibration=calib,
-                   verify_images=vx, verify_masks=vy, progress=lambda m: None, options={"keep_float": ["aspp_prj"]})
+                   verify_images=vx, verify_masks=vy, progress=lambda m: None, options=ExportOptions(keep_float=["aspp_prj"]))
 
 
 def test_auto_keep_float_stops_as_soon_as_the_budget_holds():
@@ -198,6 +202,7 @@ def test_auto_keep_float_stops_as_soon_as_the_budget_holds():
 
 
 def test_auto_keep_float_on_real_files(exported, synthetic_folder, tmp_path):
+    from deeplab_edge.export.options import ExportOptions
     from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.export.verify import Thresholds
 
@@ -207,7 +212,7 @@ def test_auto_keep_float_on_real_files(exported, synthetic_folder, tmp_path):
     hard = export_all(model, info, tmp_path / "hard", name="a", formats=["tflite_int8"], calibration=calib,
                       verify_images=vx, verify_masks=vy, progress=notes.append,
                       thresholds=Thresholds(max_miou_drop=-50.0),  # unreachable: runs to the cap
-                      options={"auto_keep_float": True, "max_keep_float": 2})
+                      options=ExportOptions(auto_keep_float=True, max_keep_float=2))
     (f,) = hard.files
     assert len(f.fallback.kept) == 2 and not f.fallback.met and not f.verification.passed
     assert [s.kept for s in f.fallback.steps] == [0, 1, 2]
@@ -259,7 +264,7 @@ def test_batchnorm_folds_exactly_into_the_conv_before_it():
     from deeplab_edge.model._keras import keras
     from deeplab_edge.model.deeplab import build_deeplabv3plus, rebuild
     from deeplab_edge.model.presets import get_preset
-    from deeplab_edge.model.qat import fold_batchnorm
+    from deeplab_edge.model.qat_graph import fold_batchnorm
 
     cfg = get_preset("tiny").config.replace(num_classes=3)
     model = build_deeplabv3plus(cfg)

@@ -15,7 +15,7 @@ import runtime_models as rm  # noqa: E402
 from deeplab_edge.cli import main  # noqa: E402
 from deeplab_edge.errors import UserError  # noqa: E402
 from deeplab_edge.runtime import load_predictor, open_backend, predict_paths  # noqa: E402
-from deeplab_edge.runtime.predictor import quantize, resize_nearest  # noqa: E402
+from deeplab_edge.runtime.kernels import quantize, resize_nearest  # noqa: E402
 from deeplab_edge.runtime.visualize import PALETTE, mask_image, overlay_image  # noqa: E402
 
 
@@ -68,11 +68,11 @@ def test_float_masks_equal_keras_argmax_on_photos(models, photos, kind):
 
 
 @pytest.mark.parametrize("kind", ["tflite", "onnx"])
-def test_run_normalized_matches_keras_logits_and_batches(models, kind):
-    x = rm.normalized_photos(models.input_size)
+def test_run_normalised_matches_keras_logits_and_batches(models, kind):
+    x = rm.normalised_photos(models.input_size)
     predictor = load_predictor(getattr(models, kind))
-    batched = predictor.run_normalized(x)  # 4 images at once (TFLite: resized from batch 1)
-    one_by_one = np.concatenate([predictor.run_normalized(x[i:i + 1]) for i in range(len(x))])
+    batched = rm.run_normalised(predictor, x)  # 4 images at once (TFLite: resized from batch 1)
+    one_by_one = np.concatenate([rm.run_normalised(predictor, x[i:i + 1]) for i in range(len(x))])
     ref = keras_logits(models, x)
     assert batched.dtype == np.float32 and batched.shape == ref.shape
     np.testing.assert_allclose(batched, ref, atol=1e-3)  # XNNPACK sums in another order
@@ -92,17 +92,17 @@ def test_int8_file_quantizes_input_and_agrees_with_float(models, photos):
     int8 = load_predictor(models.tflite_int8)
     info = int8.backend.input
     assert info.dtype == np.int8 and info.quantized and int8.backend.output.quantized
-    x = rm.normalized_photos(models.input_size)
+    x = rm.normalised_photos(models.input_size)
     q = quantize(x, info)
     assert q.dtype == np.int8
     np.testing.assert_array_equal(q, np.clip(np.round(x / info.scale) + info.zero_point, -128, 127))
-    np.testing.assert_array_equal(int8.to_model_input(x), q)  # what benchmarks feed backend.run
-    logits = int8.run_normalized(x)
+    np.testing.assert_array_equal(int8._to_model_input(x), q)  # what benchmarks feed backend.run
+    logits = rm.run_normalised(int8, x)
     assert logits.dtype == np.float32 and logits.shape == x.shape[:3] + (rm.NUM_CLASSES,)
     # Our quantise -> int8 graph -> dequantise equals TFLite's own QUANTIZE/DEQUANTIZE ops around it.
     inside = load_predictor(models.tflite_int8_float_io)
     assert not inside.backend.input.quantized
-    np.testing.assert_allclose(logits, inside.run_normalized(x), atol=1e-6)
+    np.testing.assert_allclose(logits, rm.run_normalised(inside, x), atol=1e-6)
     # Statistically, not pixel for pixel: int8 logits follow the float model's.
     ref = keras_logits(models, x)
     assert np.corrcoef(logits.ravel(), ref.ravel())[0, 1] > 0.5
@@ -119,14 +119,14 @@ def test_quantize_clips_to_the_dtype_range():
 
 def test_nchw_and_labels_models(models, photos):
     img = photos["coffee"]
-    x, sizes = load_predictor(models.onnx).preprocess([img])
+    x, sizes = load_predictor(models.onnx)._normalised_batch([img])
     expected = resize_nearest(rm.hand_logits(x)[0].argmax(-1).astype(np.uint8), sizes[0])
     for path in (models.onnx_nchw, models.onnx_labels):
         predictor = load_predictor(path)
         np.testing.assert_array_equal(predictor.predict([img])[0], expected)
     nchw = load_predictor(models.onnx_nchw)
-    np.testing.assert_allclose(nchw.run_normalized(x), rm.hand_logits(x), atol=1e-5)
-    labels = load_predictor(models.onnx_labels).run_normalized(x)
+    np.testing.assert_allclose(rm.run_normalised(nchw, x), rm.hand_logits(x), atol=1e-5)
+    labels = rm.run_normalised(load_predictor(models.onnx_labels), x)
     assert labels.shape == x.shape[:3] and labels.dtype.kind == "i"
 
 
@@ -142,9 +142,9 @@ def test_predict_records_stage_timings(models, photos):
 @pytest.mark.parametrize("kind", ["tflite_plain", "onnx_plain"])
 def test_metadata_less_file_needs_normalisation(models, photos, kind):
     path = getattr(models, kind)
-    with pytest.raises(UserError, match=r"no deeplab-edge metadata.*--mean R G B --std R G B"):
+    with pytest.raises(UserError, match=r"no deeplab-edge metadata.*`mean` R G B `std` R G B"):
         load_predictor(path)
-    with pytest.raises(UserError, match="--mean"):
+    with pytest.raises(UserError, match="`mean`"):
         load_predictor(path, input_size=models.input_size)
     plain = load_predictor(path, input_size=models.input_size, mean=rm.MEAN, std=rm.STD)
     assert plain.class_names == ("class_0", "class_1", "class_2", "class_3")
@@ -165,7 +165,7 @@ def test_class_names_must_match_the_output(models):
 
 
 def test_threads_and_providers(models):
-    with pytest.raises(UserError, match="--threads must be a positive integer; received 0"):
+    with pytest.raises(UserError, match="`num_threads` must be a positive integer; received 0"):
         load_predictor(models.tflite, num_threads=0)
     with pytest.raises(UserError, match="Unknown provider 'cdua'.*cuda"):
         load_predictor(models.onnx, providers="cdua")
@@ -240,7 +240,7 @@ def test_cli_predict_end_to_end(models, photos, tmp_path, capsys):
 def test_argmax_channels_matches_numpy_including_ties():
     import numpy as np
 
-    from deeplab_edge.runtime.predictor import argmax_channels
+    from deeplab_edge.runtime.kernels import argmax_channels
 
     rng = np.random.default_rng(0)
     for dtype in (np.int8, np.uint8, np.float32):

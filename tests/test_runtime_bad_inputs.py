@@ -80,13 +80,13 @@ def test_non_model_files_are_named(tmp_path):
 def test_wrong_suffix_or_backend_says_what_the_file_is(models, tmp_path):
     onnx_as_tflite = rm.copy_to(models.onnx, tmp_path / "x.tflite")
     with pytest.raises(UserError, match=r"x.tflite is an ONNX model \(protobuf\), not a TFLite flatbuffer; "
-                                        r"rename it to .onnx or pass --backend onnx"):
+                                        r"rename it to .onnx or pass `backend` onnx"):
         load_predictor(onnx_as_tflite)
     assert load_predictor(onnx_as_tflite, backend="onnx").backend.name == "onnxruntime"
     tflite_as_onnx = rm.copy_to(models.tflite, tmp_path / "y.onnx")
     with pytest.raises(UserError, match=r"y.onnx is a TFLite flatbuffer, not an ONNX model; rename it to .tflite"):
         load_predictor(tflite_as_onnx)
-    with pytest.raises(UserError, match=r"is a TFLite flatbuffer, not an ONNX model.*--backend tflite"):
+    with pytest.raises(UserError, match=r"is a TFLite flatbuffer, not an ONNX model.*`backend` tflite"):
         load_predictor(models.tflite, backend="onnx")
     with pytest.raises(UserError, match=r"Unknown backend 'tfilte'. Did you mean: tflite"):
         load_predictor(models.tflite, backend="tfilte")
@@ -268,7 +268,7 @@ def test_bad_arrays_given_to_the_predictor(models):
     with pytest.raises(UserError, match=r"must have shape \(H, W, 3\); received \(10, 10, 5\)"):
         p.predict([np.zeros((10, 10, 5), np.uint8)])
     with pytest.raises(UserError, match=r"Expected normalised float images of shape \(N, 64, 64, 3\)"):
-        p.run_normalized(np.zeros((1, 32, 32, 3), np.float32))
+        rm.run_normalised(p, np.zeros((1, 32, 32, 3), np.float32))
 
 
 def test_inputs_and_output_folder(models, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from onnx import numpy_helper
 
 from deeplab_edge.errors import UserError
+from deeplab_edge.export.options import ExportOptions
 from deeplab_edge.export.targets import (
     TARGETS,
     choose_target,
@@ -33,18 +34,18 @@ def test_host_target_from_cpu_flags_and_a_note_when_unknown():
     assert host_target({"avx2", "fma"}, "x86_64").target.name == "x86-avx2"
     assert host_target({"asimd", "asimddp"}, "aarch64").target.name == "arm64"
     unknown = host_target({"sse4_2"}, "x86_64")
-    assert unknown.target.name == "x86-avx2" and "--target" in unknown.note and "7-bit" in unknown.note
+    assert unknown.target.name == "x86-avx2" and "`target`" in unknown.note and "7-bit" in unknown.note
     assert host_target(None, "riscv64").note
     with pytest.raises(UserError, match="Unknown target 'arm'.*arm64"):
         choose_target("arm")
     # Only x86 without VNNI needs 7-bit weights; a given option wins over the target's default.
     assert [TARGETS[t].reduce_range for t in ("arm64", "x86-vnni", "x86-avx2")] == [False, False, True]
-    assert onnx_int8_settings({"reduce_range": True}, choose_target("arm64"))["reduce_range"] is True
+    assert onnx_int8_settings(ExportOptions(reduce_range=True), choose_target("arm64"))["reduce_range"] is True
     # The search never tries 8-bit weights for x86-avx2, and never changes what the user set.
-    avx2 = onnx_int8_settings({}, choose_target("x86-avx2"))
-    assert not any("reduce_range" in d for _, d in setting_candidates(avx2, {}, TARGETS["x86-avx2"]))
-    arm = onnx_int8_settings({}, choose_target("arm64"))
-    tried = [c for c, _ in setting_candidates(arm, {"calibration_method": "minmax"}, TARGETS["arm64"])]
+    avx2 = onnx_int8_settings(ExportOptions(), choose_target("x86-avx2"))
+    assert not any("reduce_range" in d for _, d in setting_candidates(avx2, ExportOptions(), TARGETS["x86-avx2"]))
+    arm = onnx_int8_settings(ExportOptions(), choose_target("arm64"))
+    tried = [c for c, _ in setting_candidates(arm, ExportOptions(calibration_method="minmax"), TARGETS["arm64"])]
     assert tried[0] == "7-bit weights" and not any("calibration" in c for c in tried)
 
 

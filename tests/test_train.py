@@ -56,7 +56,8 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         from deeplab_edge.model.data import FolderDataset
         from deeplab_edge.model.demo_data import SYNTHETIC_CLASSES
         from deeplab_edge.model.presets import get_preset
-        from deeplab_edge.model.train import TrainSettings, get_strategy, train
+        from deeplab_edge.model.distribute import get_strategy
+        from deeplab_edge.model.train import TrainSettings, train
         devices = ("/cpu:0", "/cpu:1")
         assert get_strategy(devices).num_replicas_in_sync == 2
         x, y = synthetic_arrays(40, 64)
@@ -83,13 +84,13 @@ def test_precise_batchnorm_is_the_plain_average_and_beats_stale_statistics(train
     from deeplab_edge.metrics import segmentation_metrics
     from deeplab_edge.model._keras import keras, tf
     from deeplab_edge.model.checkpoint import load_checkpoint
-    from deeplab_edge.model.data import normalize_np
-    from deeplab_edge.model.train import batchnorm_layers, precise_batchnorm
+    from deeplab_edge.model.precise_bn import batchnorm_layers, precise_batchnorm
+    from deeplab_edge.runtime.kernels import normalise
 
     run_dir, _ = trained_tiny
     model, info = load_checkpoint(run_dir / "best.keras")
     tx, _, vx, vy = synthetic
-    batches = [normalize_np(tx[i:i + 16], info.mean, info.std) for i in range(0, 48, 16)]
+    batches = [normalise(tx[i:i + 16], info.mean, info.std) for i in range(0, 48, 16)]
     layers = batchnorm_layers(model)
     # Per-batch means of each BN layer's input, computed independently with a probe model.
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
@@ -97,7 +98,7 @@ def test_precise_batchnorm_is_the_plain_average_and_beats_stale_statistics(train
                 for i in range(len(layers))]
 
     def miou() -> float:
-        pred = model.predict(normalize_np(vx, info.mean, info.std), verbose=0).argmax(-1)
+        pred = model.predict(normalise(vx, info.mean, info.std), verbose=0).argmax(-1)
         return segmentation_metrics(vy, pred, model.output_shape[-1]).miou
 
     for layer in layers:  # stale statistics: what a long-ago moving average might hold
@@ -124,9 +125,11 @@ def test_preset_normalisation_flows_refuses_overwrite_and_resumes(tmp_path, synt
     from deeplab_edge.export.pipeline import export_all
     from deeplab_edge.model import presets
     from deeplab_edge.model.checkpoint import load_checkpoint
-    from deeplab_edge.model.data import array_pairs, make_tf_dataset, scan_folder
+    from deeplab_edge.model.data import scan_folder
+    from deeplab_edge.model.input_pipeline import array_pairs, make_tf_dataset
     from deeplab_edge.model.train import TrainSettings, train
     from deeplab_edge.runtime import load_predictor
+    from deeplab_edge.runtime.kernels import normalise
 
     unit = dataclasses.replace(presets.PRESETS["tiny"], name="tiny01", mean=(0.0, 0.0, 0.0), std=(255.0,) * 3)
     monkeypatch.setitem(presets.PRESETS, "tiny01", unit)
@@ -139,7 +142,7 @@ def test_preset_normalisation_flows_refuses_overwrite_and_resumes(tmp_path, synt
     kw = dict(batch_size=16, steps_per_epoch=1, verbose=0, bn_recalibration_steps=1)
     train(cfg, ds, tmp_path / "run", TrainSettings(epochs=1, **kw), preset="tiny01", arrays=synthetic)
     (tmp_path / "run" / "model_info.json").unlink()  # the info inside the .keras is enough
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="`resume`"):
         train(cfg, ds, tmp_path / "run", TrainSettings(epochs=1, **kw), preset="tiny01", arrays=synthetic)
     r = train(cfg, ds, tmp_path / "run", TrainSettings(epochs=2, resume=True, **kw), preset="tiny01", arrays=synthetic)
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
@@ -152,8 +155,9 @@ def test_preset_normalisation_flows_refuses_overwrite_and_resumes(tmp_path, synt
     model, info = load_checkpoint(r.best_checkpoint)
     assert info.mean == (0.0, 0.0, 0.0) and info.std == (255.0,) * 3
     calib, vx, vy = calibration_and_verification(ds, cfg.input_size, resolve_formats(["tflite_fp32"]), None, 4,
-                                                 info.mean, info.std, progress=lambda m: None)
-    assert vx.min() >= 0.0 and vx.max() <= 1.0
+                                                 info.mean, info.std, note=lambda m: None)
+    x = normalise(vx, info.mean, info.std)  # the verification images are pixels; the preset's mean/std maps them
+    assert vx.dtype == np.uint8 and x.min() >= 0.0 and x.max() <= 1.0
     rep = export_all(model, info, tmp_path / "exp", name="t", formats=["tflite_fp32"], calibration=calib,
                      verify_images=vx, verify_masks=vy, progress=lambda m: None, pixel_input=False)
     meta = load_predictor(rep.files[0].path).meta  # a file taking normalised floats carries the preset's mean/std

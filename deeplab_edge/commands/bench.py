@@ -96,14 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from deeplab_edge.benchmarks.gate import (
-        gate_against_stored,
-        gate_files,
-        parse_slowdown,
-        stored_baseline,
-        to_markdown,
-        write_outputs,
-    )
+    from deeplab_edge.benchmarks.gate import gate_files, parse_slowdown
+    from deeplab_edge.benchmarks.gate_report import to_markdown, write_outputs
+    from deeplab_edge.benchmarks.gate_stored import gate_against_stored, stored_baseline
     from deeplab_edge.errors import UserError
     from deeplab_edge.progress import steps
 
@@ -111,26 +106,18 @@ def _gate(args: argparse.Namespace) -> int:
         raise UserError("--baseline needs candidate files too: deeplab-edge bench CANDIDATE... --baseline BASELINE...")
     slowdown, miou_drop = parse_slowdown(args.max_slowdown), args.max_miou_drop
     if args.budget:  # its relative limits, per row, over the flags
-        from deeplab_edge.benchmarks.budget import GATE_LIMITS, LIMITS, load_budget
+        from deeplab_edge.benchmarks.budget import gate_limits, load_budget
 
-        budget = load_budget(args.budget)
-        ignored = [k for k in budget.limits if k in LIMITS and k != "max_miou_drop"]
+        slowdown, miou_drop, ignored = gate_limits(load_budget(args.budget), slowdown, miou_drop)
         if ignored:
             print(f"note: the paired gate reads max_slowdown and max_miou_drop from {args.budget}; the absolute "
                   f"limits {', '.join(ignored)} apply to a plain bench and are not checked here")
-        flag_slowdown, flag_miou = slowdown, miou_drop
-
-        def slowdown(name: str) -> float:
-            return budget.applicable(name).get(GATE_LIMITS[0], flag_slowdown)
-
-        def miou_drop(name: str) -> float | None:
-            return budget.applicable(name).get("max_miou_drop", flag_miou)
+    flags = {**model_flags(args), "resample": args.resample, "upsample": args.upsample}
     stored = stored_baseline(args.baseline)
     if stored is not None:  # a bench.json of an earlier run: the candidates are benched now, then compared
         gate = gate_against_stored(args.files, stored, data=args.data, eval_images=args.eval_images,
                                    threads=args.threads, warmup=args.warmup, min_runs=args.min_runs,
-                                   min_time_s=args.min_time,
-                                   flags={**model_flags(args), "resample": args.resample, "upsample": args.upsample},
+                                   min_time_s=args.min_time, flags=flags,
                                    max_slowdown=parse_slowdown(args.max_slowdown), max_miou_drop=args.max_miou_drop,
                                    max_class_iou_drop=args.max_class_iou_drop, progress=steps("gate"))
     else:

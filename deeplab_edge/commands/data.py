@@ -31,7 +31,8 @@ def needs_extra(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from deeplab_edge.errors import UserError
-    from deeplab_edge.model.data import check_dataset, scan_folder
+    from deeplab_edge.model.data import scan_folder
+    from deeplab_edge.model.data_check import check_dataset
 
     if args.action == "check":
         if not args.folder:

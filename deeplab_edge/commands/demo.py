@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from deeplab_edge.benchmarks.demo import DemoOptions
+    from deeplab_edge.job import DemoOptions
 
     from ._common import add_out_arg, renamed
 
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplab_edge.benchmarks.demo import DemoOptions, run_demo
+    from deeplab_edge.job import DemoOptions, run_demo
 
     return run_demo(DemoOptions(
         out=Path(args.out), preset=args.preset, data=args.data, epochs=args.epochs, batch_size=args.batch_size,

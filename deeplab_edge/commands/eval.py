@@ -13,6 +13,7 @@ from ._common import (
     load_options,
     spec_from_args,
 )
+from ._flags import as_flags
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     ds = open_dataset(args.data or (info.extra.get("dataset") if info else None))
     spec = spec_from_args(model, info, ds, args)  # normalisation and classes; a foreign model's never guessed
     for note in spec.notes:
-        print(f"note: {note}")
+        print(f"note: {as_flags(note)}")
     samples = ds.val if args.split == "val" else ds.train
     if not samples:
         raise UserError(f"The {args.split} split of {ds.root} is empty.")

@@ -14,6 +14,7 @@ from ._common import (
     load_options,
     renamed,
 )
+from ._flags import as_flags
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,16 +96,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplab_edge.export.formats import check_options, resolve_formats
+    from deeplab_edge.export.formats import resolve_formats
+    from deeplab_edge.export.options import OPTION_HELP, ExportOptions
     from deeplab_edge.progress import steps
 
-    options = {"calibration_count": args.calibration_count, "io_type": args.io_type, "opset": args.opset,
-               "per_channel": args.per_channel, "activation_type": args.activation_type, "reduce_range": args.reduce_range,
-               "calibration_method": args.calibration_method, "keep_float": args.keep_float,
-               "auto_keep_float": args.auto_keep_float, "max_keep_float": args.max_keep_float,
-               "target": args.target, "quant_format": args.quant_format,
-               "symmetric_activations": args.symmetric_activations, "verify_on_target": args.verify_on_target}
-    check_options(resolve_formats(args.formats), options)  # before TensorFlow is imported
+    options = ExportOptions(**{key: getattr(args, key) for key in OPTION_HELP})
+    options.check(resolve_formats(args.formats))  # before TensorFlow is imported
 
     from deeplab_edge.export.pipeline import export_checkpoint
     from deeplab_edge.export.verify import Thresholds
@@ -116,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         thresholds=Thresholds(min_agreement=args.min_agreement, max_miou_drop=args.max_miou_drop),
         num_threads=args.threads, class_names=args.class_names, input_scale=args.input_scale, mean=args.mean,
         std=args.std, load=load_options(args), calibration_data=args.calibration_data, force=args.force,
-        progress=steps("export"), note=lambda line: print(f"[export] {line}", flush=True), **options)
+        progress=steps("export"), note=lambda line: print(f"[export] {as_flags(line)}", flush=True), options=options)
     print()
     print(report.summary())
     failed = [f.format for f in report.files if not f.passed]

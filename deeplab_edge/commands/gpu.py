@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._flags import as_flags
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", help="a .tflite file to try on LiteRT's GPU accelerator (names the adapter "
@@ -44,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.model}: runs fully on {b.providers[0]}")
         print(f"adapter: {b.gpu.adapter}")
         for note in b.notes:
-            print(f"note: {note}")
+            print(f"note: {as_flags(note)}")
     return 0

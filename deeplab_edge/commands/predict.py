@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from ._common import add_model_flags, add_out_arg, model_flags
+from ._flags import as_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deeplab_edge.runtime.predict import predict_paths
+    from deeplab_edge.runtime.folders import predict_paths
 
     summary = predict_paths(
         args.model, args.images, args.out, backend=args.backend, num_threads=args.threads,
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         upsample=args.upsample, device=args.device, gpu_precision=args.gpu_precision,
         **model_flags(args),
     )
-    print(summary.to_text(failures=False))
+    print(as_flags(summary.to_text(failures=False)))
     if summary.failed:
         print(summary.failures_text(), file=sys.stderr)
     return 0 if summary.ok else 1  # 1: an input could not be processed (each is named above)

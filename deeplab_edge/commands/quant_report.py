@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from deeplab_edge.errors import UserError
     from deeplab_edge.export.calibration import calibration_and_verification
     from deeplab_edge.export.formats import resolve_formats
-    from deeplab_edge.export.pipeline import load_for_export, quant_report
+    from deeplab_edge.export.layer_report import checkpoint_report
+    from deeplab_edge.export.options import ExportOptions
+    from deeplab_edge.export.pipeline import load_for_export
     from deeplab_edge.export.quant_report import short
     from deeplab_edge.progress import steps
 
@@ -56,13 +58,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.checkpoint} takes inputs of any size; quant-report needs a fixed-size model.")
     calibration, _, _ = calibration_and_verification(
         ds, size, resolve_formats(args.formats), args.calibration_count, 1, spec.mean, spec.std,
-        progress=steps('quant-report'), calibration_data=args.calibration_data)
+        note=print, calibration_data=args.calibration_data)
     for fmt in args.formats:
         steps("quant-report")(f"{fmt}: calibrating on {len(calibration)} images, comparing on "
               f"{min(args.images, len(calibration))}")
-        report = quant_report(model, info, fmt, calibration, spec, images=args.images,
-                              options={"calibration_method": args.calibration_method,
-                                       "per_channel": args.per_channel})
+        report = checkpoint_report(model, info, fmt, calibration, spec, images=args.images,
+                                   options=ExportOptions(calibration_method=args.calibration_method,
+                                                         per_channel=args.per_channel))
         paths = report.write(args.out, stem=fmt)
         print(f"\n{fmt}: {len(report.layers)} quantised tensors, worst {min(args.top, len(report.layers))} by SQNR:")
         for e in report.worst(args.top):

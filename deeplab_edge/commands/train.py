@@ -78,7 +78,7 @@ def _qat(args: argparse.Namespace, settings) -> int:
     from deeplab_edge.errors import UserError
     from deeplab_edge.model.checkpoint import read_info
     from deeplab_edge.model.data import open_dataset
-    from deeplab_edge.model.train import train_qat
+    from deeplab_edge.model.qat import train_qat
 
     if args.resume or args.backbone_weights:
         raise UserError("--qat-from fine-tunes a trained checkpoint; it takes neither --resume nor --backbone-weights.")
@@ -86,7 +86,8 @@ def _qat(args: argparse.Namespace, settings) -> int:
     ds = open_dataset(args.data or (info.extra.get("dataset") if info else None))
     out = args.out or f"runs/{args.preset}-qat"
     print(f"data: {ds.root} ({len(ds.train)} train / {len(ds.val)} val); QAT of {args.qat_from} -> {out}")
-    best, miou, seconds = train_qat(args.qat_from, ds, out, settings, per_tensor=args.qat_per_tensor)
-    print(f"QAT: best validation mIoU {100 * miou:.1f}% (fake int8) in {seconds:.0f} s -> {best}")
-    print(f"export it: deeplab-edge export {best} --data {ds.root}")
+    result = train_qat(args.qat_from, ds, out, settings, per_tensor=args.qat_per_tensor)
+    print(f"QAT: best validation mIoU {100 * result.best_val_miou:.1f}% (fake int8) in {result.seconds:.0f} s "
+          f"-> {result.checkpoint}")
+    print(f"export it: deeplab-edge export {result.checkpoint} --data {ds.root}")
     return 0
