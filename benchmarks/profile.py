@@ -140,7 +140,7 @@ def _time_interpreter(it, rng, loop: dict) -> float:
 
 
 def profile_tflite(path: Path, *, threads: int = 2, warmup: int = 3, min_runs: int = 20,
-                   min_time_s: float = 0.2) -> Profile:
+                   min_time_s: float = 0.2, whole_min_time_s: float = 1.0) -> Profile:
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils as fu
 
@@ -150,7 +150,7 @@ def profile_tflite(path: Path, *, threads: int = 2, warmup: int = 3, min_runs: i
     type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     rng = np.random.default_rng(0)
     whole = _time_interpreter(_interpreter(data, threads), rng,
-                              dict(warmup=warmup, min_runs=min_runs, min_time_s=max(min_time_s, 1.0)))
+                              dict(warmup=warmup, min_runs=min_runs, min_time_s=max(min_time_s, whole_min_time_s)))
     loop = dict(warmup=warmup, min_runs=min_runs, min_time_s=min_time_s)
     all_ops, all_tensors = list(sg.operators), list(sg.tensors)
     sg_inputs, sg_outputs = list(sg.inputs), list(sg.outputs)

@@ -109,12 +109,16 @@ class Fallback:
     kept_p50_ms: float | None = None
     settings_tried: tuple[SettingTrial, ...] = ()  # the settings search, in order, before any layer
     settings: dict = field(default_factory=dict)  # the setting chosen
+    speed: object = None  # keep_float_speed.SpeedChoice: the layers kept in float for speed (tflite_int8)
 
     def to_dict(self) -> dict:
-        return {"kept_float": list(self.kept), "budget_miou_drop": self.budget, "met": self.met,
-                "settings_tried": [t.to_dict() for t in self.settings_tried], "settings": dict(self.settings),
-                "steps": [s.__dict__ for s in self.steps], "int8_p50_ms": self.int8_p50_ms,
-                "kept_p50_ms": self.kept_p50_ms}
+        out = {"kept_float": list(self.kept), "budget_miou_drop": self.budget, "met": self.met,
+               "settings_tried": [t.to_dict() for t in self.settings_tried], "settings": dict(self.settings),
+               "steps": [s.__dict__ for s in self.steps], "int8_p50_ms": self.int8_p50_ms,
+               "kept_p50_ms": self.kept_p50_ms}
+        if self.speed is not None:
+            out["speed"] = self.speed.to_dict()
+        return out
 
 
 def search(ranked: Sequence[str] | Callable[[], Sequence[str]], start: tuple[str, ...],

@@ -53,7 +53,8 @@ class ExportOptions:
         "calibrates min/max only)", ("onnx_int8",))
     keep_float: tuple[str, ...] | None = _option("int8 files: layers (name substring or glob) or op types kept in float", INT8)
     auto_keep_float: bool | None = _option(
-        "int8 files: keep the most harmful layers in float until within `max_miou_drop` of float", INT8)
+        "int8 files: keep the most harmful layers in float until within `max_miou_drop` of float; "
+        "tflite_int8 then also the layers slower in int8 than in float here, where the whole file gets faster", INT8)
     max_keep_float: int | None = _option("int8 files: the most layers `auto_keep_float` may keep in float", INT8)
 
     def __post_init__(self) -> None:

@@ -82,6 +82,10 @@ class ExportReport:
             budget = f" (auto, budget {fb.budget:g} pt: {'met' if fb.met else 'NOT met'})" if fb.budget is not None else ""
             lines.append(f"{f.format}: {len(fb.kept)} layer(s) kept in float{budget}; p50 {fb.kept_p50_ms:.2f} ms vs "
                          f"{fb.int8_p50_ms:.2f} ms all-int8")
+            if fb.speed is not None:
+                sp = fb.speed
+                lines.append(f"  for speed: {len(sp.kept)} of {len(sp.candidates)} layer(s) slower in int8 kept "
+                             f"in float; measured gain {sp.gain:.2f}x (paired timing)")
             lines += [f"  {layer}" for layer in fb.kept]
         lines.append(f"\nKeras mIoU on the same {self.verify_images} images: {100 * self.model['keras_miou']:.1f}%; "
                      f"manifest: {self.manifest}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from deeplab_edge.runtime.metadata import ModelMetadata
 
 from .calibration import Calibration
@@ -151,7 +153,20 @@ def _tflite_fallback(job: FileJob) -> Fallback:
         return tflite_report(calibrated, job.calibration.inputs(REPORT_IMAGES), "tflite_int8",
                              per_channel=job.options.per_channel_on)
 
-    return _fallback("tflite_int8", tflite_layers(calibrated), make, rank, job, suffix=".tflite")
+    def profiles(int8_file: Path) -> tuple[dict, dict]:
+        """Per-op times of the all-int8 file and of its float twin (the calibrated model), by tensor name."""
+        from deeplab_edge.benchmarks.profile import profile_tflite
+        from deeplab_edge.runtime.backends import default_threads
+
+        twin = job.workspace.tmp / "float_twin.tflite"
+        twin.write_bytes(calibrated)
+        threads = job.num_threads or default_threads()
+        int8, flt = (profile_tflite(f, threads=threads, warmup=2, min_runs=10, min_time_s=0.02,
+                                    whole_min_time_s=0.05)
+                     for f in (int8_file, twin))
+        return {o.name: (o.op_type, o.ms) for o in int8.ops}, {o.name: o.ms for o in flt.ops}
+
+    return _fallback("tflite_int8", tflite_layers(calibrated), make, rank, job, suffix=".tflite", profiles=profiles)
 
 
 def _onnx_fallback(fp32: Path, make, job: FileJob) -> Fallback:
@@ -168,9 +183,11 @@ def _onnx_fallback(fp32: Path, make, job: FileJob) -> Fallback:
     return _fallback("onnx_int8", onnx_layers(pre), make, rank, job, suffix=".onnx")
 
 
-def _fallback(where: str, layers, make, rank, job: FileJob, *, suffix: str) -> Fallback:
+def _fallback(where: str, layers, make, rank, job: FileJob, *, suffix: str, profiles=None) -> Fallback:
     """The `keep_float` layers, then (with `auto_keep_float`) the most harmful ones until the file is within
-    `max_miou_drop` of Keras; writes the file to `job.path` and times it against the all-int8 file."""
+    `max_miou_drop` of Keras, then (with `auto_keep_float` and per-op `profiles`) the layers whose int8 op is
+    slower than its float one, where that makes the whole file faster (`keep_float_speed`); writes the file
+    to `job.path` and times it against the all-int8 file."""
     tmp, progress, threads = job.workspace.tmp, job.progress, job.num_threads
     start = match_layers(job.options.keep_float or (), layers, where)
     trial = tmp / f"trial{suffix}"
@@ -187,10 +204,44 @@ def _fallback(where: str, layers, make, rank, job: FileJob, *, suffix: str) -> F
                              job.options.max_keep_float or DEFAULT_MAX_KEEP_FLOAT, progress=progress)
     else:
         fallback = Fallback(start, (), None, True)
-    make(job.path, fallback.kept)
     plain = make(tmp / f"all_int8{suffix}")
+    if job.options.auto_keep_float and profiles is not None:
+        fallback = _speed_step(fallback, layers, make, profiles(plain), job, suffix)
+    make(job.path, fallback.kept)
     fallback = replace(fallback, int8_p50_ms=p50_ms(plain, num_threads=threads),
                        kept_p50_ms=p50_ms(job.path, num_threads=threads))
     progress(f"{where}: {len(fallback.kept)} layer(s) kept in float; p50 {fallback.kept_p50_ms:.2f} ms vs "
              f"{fallback.int8_p50_ms:.2f} ms all-int8")
     return fallback
+
+
+def _speed_step(fallback: Fallback, layers, make, profiles: tuple[dict, dict], job: FileJob, suffix: str) -> Fallback:
+    """The latency objective on top of the accuracy one: layers kept in float for speed, measured."""
+    from .keep_float_speed import MIN_GAIN, slower_in_int8, speed_search
+
+    int8_ops, float_ops = profiles
+    candidates = slower_in_int8(int8_ops, float_ops, [name for name, _ in layers])
+    job.progress(f"speed: {len(candidates)} layer(s) run slower in int8 than in float here"
+                 + (f" ({', '.join(c.op_type for c in candidates[:5])}{', ...' if len(candidates) > 5 else ''})"
+                    if candidates else ""))
+    tmp = job.workspace.tmp
+
+    def evaluate(kept: tuple[str, ...]) -> Verification:
+        return verify_file(make(tmp / f"speed_trial{suffix}", kept), job.ref, "int8", job.thresholds,
+                           num_threads=job.num_threads)
+
+    def compare(kept: tuple[str, ...], base: tuple[str, ...]) -> tuple[float, float, float]:
+        from deeplab_edge.benchmarks.gate import estimate, time_paired
+        from deeplab_edge.runtime.predictor import load_predictor
+
+        a, b = (load_predictor(make(tmp / f"speed_{side}{suffix}", k), num_threads=job.num_threads)
+                for side, k in (("with", kept), ("without", base)))
+        x = a.prepare([np.zeros((*a.input_size, 3), np.uint8)])[0].copy()
+        cand, ref = time_paired(lambda: a.run(x), lambda: b.run(x), max_slowdown=-MIN_GAIN, min_rounds=10,
+                                max_rounds=16, max_time_s=4.0)
+        est = estimate(cand, ref)
+        return est.ratio, est.low, est.high
+
+    choice = speed_search(candidates, fallback.kept, evaluate, compare, job.thresholds.max_miou_drop,
+                          max_layers=job.options.max_keep_float or DEFAULT_MAX_KEEP_FLOAT, progress=job.progress)
+    return replace(fallback, kept=(*fallback.kept, *choice.kept), speed=choice)

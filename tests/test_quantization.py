@@ -221,6 +221,50 @@ def test_auto_keep_float_on_real_files(exported, synthetic_folder, tmp_path):
 
     entry = json.loads(hard.manifest.read_text())["files"][0]["keep_float"]
     assert entry["kept_float"] == list(f.fallback.kept) and entry["met"] is False
+    assert entry["speed"]["kept_float_for_speed"] == []  # the cap was spent on accuracy: no speed trial
+    assert any(n.startswith("speed: ") for n in notes)  # the file's real per-op profiles were read
+
+
+def test_latency_objective_keeps_exactly_the_layers_a_profile_makes_slow(exported, synthetic_folder):
+    """The tiny model's real tflite_int8 layers with a synthetic per-op profile in which two depthwise
+    convolutions run 3x slower in int8 than in float (every other op faster in int8): the search keeps those
+    two in float, and not a third whose float island would cost more than it saves, nor one over budget."""
+    from deeplab_edge.export.graph import export_graph
+    from deeplab_edge.export.keep_float_speed import slower_in_int8, speed_search
+    from deeplab_edge.export.tflite import calibrate_tflite, tflite_layers
+    from deeplab_edge.export.verify import Verification
+
+    _, model, info, _, _ = exported
+    layers = tflite_layers(calibrate_tflite(export_graph(model, info), _tiny_calibration(synthetic_folder,
+                                                                                         ["tflite_int8"], 4)))
+    dw = [n for n, op in layers if op == "DEPTHWISE_CONV_2D"]
+    assert len(dw) >= 4
+    slow, island, harmful = dw[:2], dw[2], dw[3]
+    int8 = {n: (op, 0.10) for n, op in layers}
+    flt = {n: 0.20 for n, _ in layers}
+    for n in slow:
+        int8[n], flt[n] = ("DEPTHWISE_CONV_2D", 0.60), 0.10
+    int8[island], flt[island] = ("DEPTHWISE_CONV_2D", 0.12), 0.11  # slower alone, but requantising costs more
+    int8[harmful], flt[harmful] = ("DEPTHWISE_CONV_2D", 0.80), 0.10  # fast in float, but breaks the budget
+    candidates = slower_in_int8(int8, flt, [n for n, _ in layers])
+    assert [c.name for c in candidates] == [harmful, *slow, island]  # the largest loss first
+
+    def time_file(kept):  # the whole file: each op at its precision, plus 0.03 ms per float island
+        return sum(flt[n] + 0.03 if n in kept else int8[n][1] for n, _ in layers)
+
+    def compare(kept, base):  # paired timing, here exact: ratio and a +-1% interval
+        r = time_file(kept) / time_file(base)
+        return r, r - 0.01, r + 0.01
+
+    def evaluate(kept):
+        drop = 5.0 if harmful in kept else 0.1 * len(kept)
+        return Verification(drop <= 2, 4, None, None, 0.99, 0.5, 0.5, drop, "", "")
+
+    choice = speed_search(candidates, (), evaluate, compare, 2.0, max_layers=20, progress=lambda m: None)
+    assert set(choice.kept) == set(slow)
+    assert choice.precision() == {harmful: "int8", slow[0]: "float", slow[1]: "float", island: "int8"}
+    assert choice.gain == pytest.approx(time_file(()) / time_file(tuple(slow)))
+    assert [t.accepted for t in choice.trials] == [False, False, True, True, False]  # all at once, then each
 
 
 @pytest.mark.slow  # ~60 s (tfmot builds and traces the fake-quant graph); run with `make test-slow`

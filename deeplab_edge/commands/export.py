@@ -65,7 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="meet --max-miou-drop automatically: onnx_int8 first tries quantisation settings (weight "
                         "range, per-channel, activation type, symmetric activations, calibration method), then "
                         "both int8 files keep the layers with the worst error in float, one at a time, until the "
-                        "file is within budget on the held-out images (default: off)")
+                        "file is within budget on the held-out images; then tflite_int8 also keeps in float the layers whose int8 op is "
+                        "slower than its float one on this machine (per-op profiles of both), each only where the "
+                        "whole file gets faster within the budget (default: off)")
     k.add_argument("--max-keep-float", type=int, metavar="N",
                    help="--auto-keep-float keeps at most N layers in float (default 20)")
     v = p.add_argument_group("graph and verification")
