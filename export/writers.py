@@ -225,17 +225,22 @@ def _speed_step(fallback: Fallback, layers, make, profiles: tuple[dict, dict], j
                  + (f" ({', '.join(c.op_type for c in candidates[:5])}{', ...' if len(candidates) > 5 else ''})"
                     if candidates else ""))
     tmp = job.workspace.tmp
+    files: dict[tuple[str, ...], Path] = {}  # one file per set of float layers: each trial's is verified and
+    # timed, and the accepted one is the next trials' baseline
+
+    def file_for(kept: tuple[str, ...]) -> Path:
+        if kept not in files:
+            files[kept] = make(tmp / f"speed_{len(files)}{suffix}", kept)
+        return files[kept]
 
     def evaluate(kept: tuple[str, ...]) -> Verification:
-        return verify_file(make(tmp / f"speed_trial{suffix}", kept), job.ref, "int8", job.thresholds,
-                           num_threads=job.num_threads)
+        return verify_file(file_for(kept), job.ref, "int8", job.thresholds, num_threads=job.num_threads)
 
     def compare(kept: tuple[str, ...], base: tuple[str, ...]) -> tuple[float, float, float]:
         from deeplab_edge.benchmarks.gate import estimate, time_paired
         from deeplab_edge.runtime.predictor import load_predictor
 
-        a, b = (load_predictor(make(tmp / f"speed_{side}{suffix}", k), num_threads=job.num_threads)
-                for side, k in (("with", kept), ("without", base)))
+        a, b = (load_predictor(file_for(k), num_threads=job.num_threads) for k in (kept, base))
         x = a.prepare([np.zeros((*a.input_size, 3), np.uint8)])[0].copy()
         cand, ref = time_paired(lambda: a.run(x), lambda: b.run(x), max_slowdown=-MIN_GAIN, min_rounds=10,
                                 max_rounds=16, max_time_s=4.0)
